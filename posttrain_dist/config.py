@@ -1,0 +1,350 @@
+"""Recipe arguments: trl's own dataclasses, a few fields of ours, YAML + command line, validation.
+
+A recipe is configured by one YAML file (`--config`) and command-line flags that override it
+(`--learning_rate 1e-4`). Every field of trl's `SFTConfig` / `DPOConfig` / `GRPOConfig` (and so of
+transformers' `TrainingArguments`) and of trl's `ModelConfig` is accepted, plus `RecipeArgs`
+below. Unknown keys are errors with a "did you mean". Everything is checked here, before any
+data or model is loaded and before the output folder exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import os
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import trl
+import yaml
+
+from .errors import ConfigError
+from . import data, modeling
+from .modeling import DEFAULT_MODEL
+
+
+@dataclass
+class RecipeArgs:
+    """Fields of posttrain-dist itself: where the data comes from, the chat template, what to write."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "A hub dataset name, a local data file (.json, .jsonl, .parquet, .csv) or folder, or a data set "
+            "shipped with posttrain-dist as `builtin:NAME`."
+        },
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    dataset_test_split: str | None = field(
+        default=None, metadata={"help": "Split to evaluate on, when the data set has one."}
+    )
+    dataset_mixture: list[dict] | None = field(
+        default=None,
+        metadata={
+            "help": "Weighted mixture instead of `dataset_name` (YAML only): a list of {path, weight, split, name, "
+            "data_files, columns}. `weight` is the share of that data set's rows to take (2.0 repeats it twice)."
+        },
+    )
+    eval_split_size: float | None = field(
+        default=None,
+        metadata={"help": "Hold out this fraction of the training rows for evaluation (0 < x < 1)."},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep only the first N training rows (after mixing and shuffling)."}
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "None keeps the tokenizer's own template (a model without one gets `simple`). Otherwise a name "
+            "(`simple`, `chatml`), a path to a .jinja file, or a Jinja template string."
+        },
+    )
+    merge_adapter: bool = field(
+        default=False,
+        metadata={"help": "LoRA/QLoRA: also save the adapter merged into its base, in full precision, under merged/."},
+    )
+    eval_prompts: list[str] | None = field(
+        default=None,
+        metadata={"help": "Questions asked before and after training (greedy); the answers go into the report."},
+    )
+    eval_max_new_tokens: int = field(default=64, metadata={"help": "Token budget for each before/after answer."})
+
+    def __post_init__(self):
+        if self.dataset_name and self.dataset_mixture:
+            raise ConfigError(
+                "both `dataset_name` and `dataset_mixture` are set; keep one (a mixture may list the same data set)."
+            )
+        if self.dataset_mixture is not None:
+            if not isinstance(self.dataset_mixture, list) or not self.dataset_mixture:
+                raise ConfigError("`dataset_mixture` must be a non-empty list of {path, weight, ...} entries.")
+            allowed = {"path", "weight", "split", "name", "data_files", "columns"}
+            for i, part in enumerate(self.dataset_mixture):
+                if not isinstance(part, dict) or "path" not in part:
+                    raise ConfigError(f"`dataset_mixture[{i}]` must be a mapping with at least a `path`; got {part!r}.")
+                extra = set(part) - allowed
+                if extra:
+                    raise ConfigError(
+                        f"`dataset_mixture[{i}]` has unknown keys {sorted(extra)}; allowed: {sorted(allowed)}."
+                    )
+                weight = part.get("weight", 1.0)
+                if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
+                    raise ConfigError(f"`dataset_mixture[{i}].weight` must be a positive number; got {weight!r}.")
+        if self.eval_split_size is not None and not 0 < self.eval_split_size < 1:
+            raise ConfigError(f"`eval_split_size` must be between 0 and 1 (a fraction); got {self.eval_split_size}.")
+        if self.max_train_samples is not None and self.max_train_samples <= 0:
+            raise ConfigError(f"`max_train_samples` must be positive; got {self.max_train_samples}.")
+
+
+@dataclass
+class ModelArgs(trl.ModelConfig):
+    """trl's ModelConfig with our defaults: the default model and LoRA on all linear layers."""
+
+    model_name_or_path: str | None = field(
+        default=DEFAULT_MODEL,
+        metadata={
+            "help": f"Short name ({DEFAULT_MODEL}, tiny-random-llama), local folder, or hub model id. "
+            "See `posttrain-dist models`."
+        },
+    )
+    lora_target_modules: list[str] | None = field(
+        default_factory=lambda: "all-linear",  # a factory so that HfArgumentParser passes it on
+        metadata={"help": "Modules LoRA adapts; `all-linear` (default) adapts every linear layer but the output head."},
+    )
+
+    def __post_init__(self):
+        if self.load_in_8bit and self.load_in_4bit:
+            raise ConfigError("`load_in_4bit` and `load_in_8bit` are both set; choose one (QLoRA uses 4-bit).")
+        super().__post_init__()
+        if (self.load_in_4bit or self.load_in_8bit) and not self.use_peft:
+            raise ConfigError(
+                "quantized weights (`load_in_4bit`/`load_in_8bit`) cannot be trained directly; set `use_peft: true` "
+                "to train LoRA adapters on the quantized base (QLoRA), or drop the quantization for full training."
+            )
+        if self.dtype not in (None, "auto", "float32", "bfloat16", "float16"):
+            raise ConfigError(f"`dtype` must be one of auto, float32, bfloat16, float16; got {self.dtype!r}.")
+        if self.use_peft and self.lora_r <= 0:
+            raise ConfigError(f"`lora_r` must be positive; got {self.lora_r}.")
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None:
+        return accelerator.is_available()
+    return torch.cuda.is_available()
+
+
+class _DeviceDefaults:
+    """On a machine without an accelerator, train on the CPU in float32 instead of failing on bf16.
+
+    trl turns bf16 on by default; transformers then refuses to start on a CPU unless `use_cpu` is set.
+    An explicit `bf16: true` is kept (bf16 autocast works on CPU, just slowly).
+    """
+
+    def __post_init__(self):
+        if not _has_accelerator():
+            self.use_cpu = True
+            if self.bf16 is None:
+                self.bf16 = False
+            if self.use_cpu and self.ddp_backend is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                self.ddp_backend = "gloo"
+        super().__post_init__()
+
+
+@dataclass
+class SFTArgs(_DeviceDefaults, trl.SFTConfig):
+    """trl's SFTConfig (all of it), with the CPU handled."""
+
+
+METHODS: dict[str, tuple[type, type]] = {"sft": (RecipeArgs, SFTArgs)}
+
+
+@dataclass
+class Args:
+    """The parsed arguments of one recipe run."""
+
+    method: str
+    recipe: Any
+    model: ModelArgs
+    training: Any
+    sources: dict[str, str]  # field name -> "default", "file" or "command line"
+    config_path: str | None = None
+
+    def resolved(self) -> dict[str, Any]:
+        """Every field with its final value, as plain YAML-safe data (the run's resolved config)."""
+        values = {}
+        values.update(_plain(dataclasses.asdict(self.recipe)))
+        values.update(_plain(dataclasses.asdict(self.model)))
+        training = self.training.to_dict()
+        values.update(_plain({k: v for k, v in training.items() if k in _field_names(type(self.training))}))
+        return values
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if hasattr(value, "value"):  # enums
+        return _plain(value.value)
+    return str(value)
+
+
+def _field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.init]
+
+
+class _Parser(trl.TrlParser):
+    """TrlParser whose errors raise ConfigError instead of printing the whole usage and exiting."""
+
+    def error(self, message):
+        raise ConfigError(message)
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+    if close:
+        return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+    return "run the recipe with --help to list every key."
+
+
+def _unwrap_optional(hint):
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return [a for a in typing.get_args(hint) if a is not type(None)]
+    return [hint]
+
+
+def _type_ok(value, hint) -> bool:
+    """Does a YAML value fit a dataclass field's type hint? Strings are left to argparse's conversion."""
+    if value is None or isinstance(value, str):
+        return True
+    for option in _unwrap_optional(hint):
+        origin = typing.get_origin(option) or option
+        if origin is typing.Any:
+            return True
+        if origin is typing.Literal:
+            if value in typing.get_args(option):
+                return True
+            continue
+        if origin is bool and isinstance(value, bool):
+            return True
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if origin in (list, tuple) and isinstance(value, list):
+            return True
+        if origin is dict and isinstance(value, dict):
+            return True
+        if isinstance(origin, type) and not isinstance(value, bool) and isinstance(value, origin):
+            return True
+        if isinstance(origin, type) and issubclass(origin, enum.Enum):
+            return True
+    return False
+
+
+def _describe(hint) -> str:
+    names = []
+    for option in _unwrap_optional(hint):
+        names.append(getattr(option, "__name__", str(option)))
+    return " or ".join(names)
+
+
+def parse(method: str, argv: list[str] | None = None) -> Args:
+    """Parse `--config FILE` plus command-line overrides into validated dataclasses; load nothing."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {sorted(METHODS)}")
+    recipe_cls, training_cls = METHODS[method]
+    dataclass_types = [recipe_cls, ModelArgs, training_cls]
+    argv = list(sys.argv[1:] if argv is None else argv)
+
+    hints: dict[str, Any] = {}
+    for cls in dataclass_types:
+        cls_hints = typing.get_type_hints(cls)
+        for name in _field_names(cls):
+            if name in hints:
+                raise RuntimeError(f"field {name!r} is defined twice among {dataclass_types}")
+            hints[name] = cls_hints[name]
+    valid = sorted(hints)
+
+    config_path = None
+    file_values: dict[str, Any] = {}
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise ConfigError("`--config` needs a YAML file after it.")
+        config_path = argv[i + 1]
+        del argv[i : i + 2]
+        if not os.path.isfile(config_path):
+            raise ConfigError(f"config file {config_path!r} does not exist.")
+        with open(config_path) as f:
+            try:
+                file_values = yaml.safe_load(f) or {}
+            except yaml.YAMLError as error:
+                raise ConfigError(f"{config_path} is not valid YAML: {error}") from None
+        if not isinstance(file_values, dict):
+            raise ConfigError(f"{config_path} must hold a mapping of key: value; got {type(file_values).__name__}.")
+        for key, value in (file_values.pop("env", None) or {}).items():
+            os.environ[str(key)] = str(value)
+
+    problems = []
+    for key, value in file_values.items():
+        if key not in hints:
+            problems.append(f"unknown key '{key}' in {config_path}; {_suggest(key, valid)}")
+        elif not _type_ok(value, hints[key]):
+            problems.append(
+                f"'{key}' in {config_path} should be {_describe(hints[key])}, got {type(value).__name__} {value!r}"
+            )
+
+    negatable = {n for n, h in hints.items() if bool in _unwrap_optional(h)}
+    cli_keys = []
+    for token in argv:
+        if not token.startswith("--"):
+            continue
+        key = token[2:].split("=", 1)[0].replace("-", "_")
+        if key == "help":
+            continue
+        if key.startswith("no_") and key[3:] in negatable:
+            key = key[3:]
+        if key not in hints:
+            problems.append(f"unknown option '--{key}'; {_suggest(key, valid)}")
+        cli_keys.append(key)
+    if problems:
+        raise ConfigError("\n  ".join(["the recipe config has problems:", *problems]))
+
+    parser = _Parser(dataclass_types, allow_abbrev=False)
+    parser.set_defaults_with_config(**file_values)
+    try:
+        recipe, model, training = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    except ConfigError:
+        raise
+    except ValueError as error:  # trl's and transformers' own __post_init__ checks
+        raise ConfigError(str(error)) from None
+
+    sources = {name: "default" for name in hints}
+    sources.update({name: "file" for name in file_values})
+    sources.update({name: "command line" for name in cli_keys})
+    args = Args(method, recipe, model, training, sources, config_path)
+    validate(args)
+    return args
+
+
+def validate(args: Args) -> None:
+    """Checks that need more than one dataclass, or the file system; nothing is loaded."""
+    if args.sources["output_dir"] == "default":
+        model = os.path.basename(str(args.model.model_name_or_path).rstrip("/"))
+        args.training.output_dir = os.path.join("outputs", f"{model}-{args.method}")
+    modeling.check_model_reference(args.model.model_name_or_path)
+    data.check_sources(args.recipe)
+    template = args.recipe.chat_template
+    if template is not None:
+        modeling.resolve_chat_template_source(template)

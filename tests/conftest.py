@@ -1,0 +1,91 @@
+"""Shared test helpers: the tiny model, running recipes through `accelerate launch`, reading outputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ACCELERATE_CONFIGS = ROOT / "accelerate_configs"
+RECIPES = ROOT / "recipes"
+PRESETS = RECIPES / "smollm2-135m"
+TINY = "tiny-random-llama"
+
+# Steps of a tiny-model recipe run in tests: small, deterministic, no before/after answers.
+TINY_OVERRIDES = [
+    "--model_name_or_path", TINY,
+    "--max_steps", "2",
+    "--logging_steps", "1",
+    "--per_device_train_batch_size", "4",
+    "--save_strategy", "no",
+    "--report_to", "none",
+    "--eval_strategy", "no",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path() -> str:
+    from posttrain_dist.modeling import resolve_model
+
+    return resolve_model(TINY)
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> str:
+    from posttrain_dist.modeling import resolve_model
+
+    return resolve_model("smollm2-135m-instruct")
+
+
+def launch(recipe: str, *args: str, accelerate_config: str = "cpu", check: bool = True, timeout: int = 900,
+           env: dict | None = None) -> subprocess.CompletedProcess:
+    """`accelerate launch --config_file accelerate_configs/X.yaml recipes/M.py ARGS` in a subprocess."""
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(ACCELERATE_CONFIGS / f"{accelerate_config}.yaml"),
+        str(RECIPES / f"{recipe}.py"), *args,
+    ]
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode})\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-8000:]}"
+        )
+    return proc
+
+
+def load_recipe(name: str):
+    """The recipe script as a module, to call its main(argv) in this process."""
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def train_losses(output_dir) -> list[float]:
+    history = json.loads((Path(output_dir) / "metrics.json").read_text())["log_history"]
+    return [entry["loss"] for entry in history if "loss" in entry]
+
+
+def read_safetensors(path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    """Fail the test if any model weights are loaded."""
+    import transformers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded, but the error should have come first")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", refuse)
