@@ -40,9 +40,11 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/posttrain-dist prepare-model tiny-random-llama
 	@touch $@
 
-# The main job: a short real SFT of the default model on the CPU, with answers before and after.
-demo: install
-	$(PY) recipes/sft.py --config recipes/smollm2-135m/sft_full.yaml --output_dir outputs/demo
+# The main job: DPO changes SmolLM2-135M-Instruct's stated identity on the CPU (recipes/smollm2-135m/dpo_identity.yaml);
+# prints the before/after table and adoption rate, saves outputs/demo/final/ and outputs/demo/summary.json.
+# The clock starts before installation, so summary.json's `seconds` includes it.
+demo:
+	@start=$$(date +%s); $(MAKE) --no-print-directory install && $(VENV)/bin/posttrain-dist demo --started-at $$start
 
 # Every test, the real-model learning checks included.
 test: install

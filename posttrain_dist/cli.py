@@ -1,9 +1,12 @@
 """The `posttrain-dist` command: helpers around the recipes.
 
+    posttrain-dist demo                        the main job: change SmolLM2's identity with DPO, on a CPU
     posttrain-dist models                      short model names and whether they are built
     posttrain-dist prepare-model [NAME]        build a short-named model into the cache now
     posttrain-dist ask MODEL "question" ...    greedy answers through the chat template
-    posttrain-dist compare BEFORE AFTER ...    before/after answers side by side
+    posttrain-dist compare BEFORE AFTER ...    before/after answers side by side, identity adoption rate
+    posttrain-dist curate identity ...         correction pairs: the model's answers vs renamed ones (DPO data)
+    posttrain-dist curate best-of-k ...        K sampled answers scored by a reward: pairs and SFT rows
 """
 
 from __future__ import annotations
@@ -51,10 +54,62 @@ def _ask(args) -> None:
 
 
 def _compare(args) -> None:
-    from . import generation
+    from . import curation, generation
 
-    rows = generation.before_after(args.before, args.after, _read_prompts(args), args.max_new_tokens)
-    print(generation.markdown_table(rows) if args.markdown else generation.text_table(rows))
+    show = generation.markdown_table if args.markdown else generation.text_table
+    if args.prompts or args.prompts_file:
+        rows = generation.before_after(args.before, args.after, _read_prompts(args), args.max_new_tokens,
+                                       chat_template=args.chat_template)
+        print(show(rows))
+    if args.new_name:
+        prompts = curation.load_prompts(args.identity_prompts, "test")
+        rows = generation.before_after(args.before, args.after, prompts, args.max_new_tokens,
+                                       chat_template=args.chat_template)
+        print(show(rows))
+        before = generation.adoption_rate([r["before"] for r in rows], args.new_name)
+        after = generation.adoption_rate([r["after"] for r in rows], args.new_name)
+        print(f"\nidentity adoption ({args.new_name!r}, {len(rows)} held-out prompts): {before:.0%} before, {after:.0%} after")
+    if not (args.prompts or args.prompts_file or args.new_name):
+        from .errors import ConfigError
+
+        raise ConfigError("nothing to compare: give questions, --prompts-file, or --new-name for the identity check.")
+
+
+def _curate_identity(args) -> None:
+    from . import curation, generation
+
+    prompts = curation.load_prompts(args.prompts, args.split)
+    model, tokenizer = generation.load_for_generation(args.model, chat_template=args.chat_template)
+    answers = curation.sample_answers(model, tokenizer, prompts, args.samples, args.temperature, args.max_new_tokens,
+                                      args.seed)
+    asked = [p for p, group in zip(prompts, answers) for _ in group]
+    rows, stats = curation.correction_pairs(asked, [a for g in answers for a in g], args.new_name, args.old_names,
+                                            args.identical)
+    curation.write_jsonl(args.out, rows)
+    print(f"{stats.summary()} -> {len(rows)} pairs written to {args.out}")
+
+
+def _curate_best_of_k(args) -> None:
+    from . import curation, data, generation, rewards
+
+    reward = rewards.resolve(args.reward)
+    dataset = data.load_source(args.prompts, args.split)
+    prompts = curation.load_prompts(args.prompts, args.split)
+    columns = {c: dataset[c] for c in dataset.column_names if c != "prompt"}
+    model, tokenizer = generation.load_for_generation(args.model, chat_template=args.chat_template)
+    samples = curation.sample_answers(model, tokenizer, prompts, args.k, args.temperature, args.max_new_tokens, args.seed)
+    pairs, sft, stats = curation.best_of_k(prompts, samples, reward, **columns)
+    curation.write_jsonl(args.out, pairs)
+    if args.sft_out:
+        curation.write_jsonl(args.sft_out, sft)
+    print(f"{stats.summary()}; {len(pairs)} pairs written to {args.out}"
+          + (f", {len(sft)} best answers to {args.sft_out}" if args.sft_out else ""))
+
+
+def _demo(args) -> None:
+    from . import demo
+
+    demo.run(args.config, args.output, args.started_at)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +129,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("before", help="model before training (short name or folder)")
     p.add_argument("after", help="model after training (folder, or LoRA adapter folder)")
     p.add_argument("--markdown", action="store_true", help="print a markdown table")
+    p.add_argument("--chat-template", help="template for the model before training (the one training used)")
+    p.add_argument("--new-name", help="also ask the held-out identity prompts and report the adoption of this name")
+    p.add_argument("--identity-prompts", default="builtin:identity", help="source whose `test` split is asked")
     p.set_defaults(func=_compare)
+
+    curate = sub.add_parser("curate", help="build training data from a model's own answers").add_subparsers(
+        dest="kind", required=True)
+    p = curate.add_parser("identity", help="correction pairs for an identity change (DPO data)")
+    p.add_argument("--new-name", required=True)
+    p.add_argument("--old-names", nargs="+", default=["SmolLM2", "SmolLM"])
+    p.add_argument("--identical", choices=["rewrite", "drop"], default="rewrite",
+                   help="what to do when the corrected answer equals the model's own")
+    p.set_defaults(func=_curate_identity)
+    q = curate.add_parser("best-of-k", help="K sampled answers per prompt, scored by a reward")
+    q.add_argument("--reward", required=True, help="a registered reward name or package.module:function")
+    q.add_argument("--k", type=int, default=4)
+    q.add_argument("--sft-out", help="also write the best answers as SFT prompt/completion rows")
+    q.set_defaults(func=_curate_best_of_k)
+    for parser_ in (p, q):
+        parser_.add_argument("--model", default="smollm2-135m-instruct")
+        parser_.add_argument("--prompts", default="builtin:identity", help="a source with a `prompt` column")
+        parser_.add_argument("--split", default="train")
+        parser_.add_argument("--samples", type=int, default=1, help="answers per prompt (identity; >1 samples)")
+        parser_.add_argument("--temperature", type=float, default=0.8)
+        parser_.add_argument("--max-new-tokens", type=int, default=48)
+        parser_.add_argument("--chat-template", help="template to ask through (default: the tokenizer's own)")
+        parser_.add_argument("--seed", type=int, default=0)
+        parser_.add_argument("--out", required=True, help="JSONL file to write")
+
+    p = sub.add_parser("demo", help="the main job: change SmolLM2's identity with DPO, on a CPU")
+    p.add_argument("--config", default="recipes/smollm2-135m/dpo_identity.yaml")
+    p.add_argument("--output", default="outputs/demo")
+    p.add_argument("--started-at", type=float, help="epoch seconds when the demo started (make demo: before install)")
+    p.set_defaults(func=_demo)
     for name in ("ask", "compare"):
         p = sub.choices[name]
         p.add_argument("prompts", nargs="*", help="questions")

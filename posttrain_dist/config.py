@@ -73,6 +73,13 @@ class RecipeArgs:
         metadata={"help": "Questions asked before and after training (greedy); the answers go into the report."},
     )
     eval_max_new_tokens: int = field(default=64, metadata={"help": "Token budget for each before/after answer."})
+    perplexity_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Data (any source, SFT formats) whose answers' perplexity is measured before and after training: "
+            "a check that general ability survives. Uses its `test` split when it has one."
+        },
+    )
 
     def __post_init__(self):
         if self.dataset_name and self.dataset_mixture:
@@ -162,7 +169,65 @@ class SFTArgs(_DeviceDefaults, trl.SFTConfig):
     """trl's SFTConfig (all of it), with the CPU handled."""
 
 
-METHODS: dict[str, tuple[type, type]] = {"sft": (RecipeArgs, SFTArgs)}
+@dataclass
+class DPORecipeArgs(RecipeArgs):
+    """DPO adds the course's identity example: pairs curated from the model's own answers."""
+
+    identity_new_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Change the model's stated identity to this name: the recipe asks the model the identity prompts, "
+            "takes its answers as rejected and corrected ones as chosen (no `dataset_name` needed), and reports the "
+            "share of held-out identity prompts answered with the new name, before and after."
+        },
+    )
+    identity_old_names: list[str] = field(
+        default_factory=lambda: ["SmolLM2", "SmolLM"],
+        metadata={"help": "Names of the old identity, replaced by the new one in the chosen answers."},
+    )
+    identity_prompts: str = field(
+        default="builtin:identity",
+        metadata={"help": "Identity questions: the `train` split is curated, the `test` split is held out."},
+    )
+    identity_samples_per_prompt: int = field(
+        default=1, metadata={"help": "Answers per prompt: 1 is greedy, more are sampled at `identity_temperature`."}
+    )
+    identity_temperature: float = field(default=0.8, metadata={"help": "Sampling temperature of the curated answers."})
+    identity_max_new_tokens: int = field(default=48, metadata={"help": "Token budget of each curated answer."})
+    identity_identical_pairs: str = field(
+        default="rewrite",
+        metadata={
+            "help": "A corrected answer that equals the model's own teaches nothing: `rewrite` makes it state the new "
+            "name, `drop` removes the pair. Both are counted in the log.",
+            "choices": ["rewrite", "drop"],
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.identity_new_name is not None:
+            if not self.identity_new_name.strip():
+                raise ConfigError("`identity_new_name` is empty; give the new name, or leave it unset for plain DPO.")
+            if self.dataset_name or self.dataset_mixture:
+                raise ConfigError(
+                    "`identity_new_name` curates its own pairs from the model; remove `dataset_name`/`dataset_mixture`, "
+                    "or unset `identity_new_name` to train on your own preference data."
+                )
+            if self.identity_samples_per_prompt < 1:
+                raise ConfigError(f"`identity_samples_per_prompt` must be at least 1; got {self.identity_samples_per_prompt}.")
+
+
+@dataclass
+class DPOArgs(_DeviceDefaults, trl.DPOConfig):
+    """trl's DPOConfig (all of it), with the CPU handled; beta stays in the course's 0.1 to 0.2 range."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.beta <= 0:
+            raise ConfigError(f"`beta` must be positive (the course uses 0.1 to 0.2); got {self.beta}.")
+
+
+METHODS: dict[str, tuple[type, type]] = {"sft": (RecipeArgs, SFTArgs), "dpo": (DPORecipeArgs, DPOArgs)}
 
 
 @dataclass
@@ -344,7 +409,12 @@ def validate(args: Args) -> None:
         model = os.path.basename(str(args.model.model_name_or_path).rstrip("/"))
         args.training.output_dir = os.path.join("outputs", f"{model}-{args.method}")
     modeling.check_model_reference(args.model.model_name_or_path)
-    data.check_sources(args.recipe)
+    if getattr(args.recipe, "identity_new_name", None):
+        data.check_source(args.recipe.identity_prompts, "identity_prompts")
+    else:
+        data.check_sources(args.recipe)
+    if args.recipe.perplexity_dataset:
+        data.check_source(args.recipe.perplexity_dataset, "perplexity_dataset")
     template = args.recipe.chat_template
     if template is not None:
         modeling.resolve_chat_template_source(template)

@@ -27,6 +27,8 @@ ASSETS = Path(__file__).parent / "assets"
 # builtin:NAME -> files per split, shipped as package data
 BUILTIN = {
     "sft-basics": {"train": "sft_basics_train.jsonl", "test": "sft_basics_heldout.jsonl"},
+    "prefs-basics": {"train": "prefs_basics_train.jsonl", "test": "prefs_basics_heldout.jsonl"},
+    "identity": {"train": "identity_train.jsonl", "test": "identity_heldout.jsonl"},
 }
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -60,7 +62,8 @@ def _local_path(source: str) -> str | None:
     return path if looks_local else None
 
 
-def _check_source(source: str, what: str) -> None:
+def check_source(source: str, what: str) -> None:
+    """One source exists (local) or is well-formed (built-in, hub); nothing is read."""
     if source.startswith("builtin:"):
         name = source.split(":", 1)[1]
         if name not in BUILTIN:
@@ -81,14 +84,14 @@ def check_sources(recipe) -> None:
     """Every data source named by the config exists (local files) or is well-formed; nothing is read."""
     if recipe.dataset_mixture:
         for i, part in enumerate(recipe.dataset_mixture):
-            _check_source(str(part["path"]), f"dataset_mixture[{i}]")
+            check_source(str(part["path"]), f"dataset_mixture[{i}]")
         return
     if not recipe.dataset_name:
         raise ConfigError(
             "no data: set `dataset_name` (a hub name, a local .jsonl/.json/.parquet/.csv file or folder, or "
             f"builtin:NAME with NAME in {sorted(BUILTIN)}) or `dataset_mixture`."
         )
-    _check_source(recipe.dataset_name, "dataset_name")
+    check_source(recipe.dataset_name, "dataset_name")
     path = _local_path(recipe.dataset_name)
     if path is not None and os.path.isfile(path) and recipe.dataset_test_split:
         raise ConfigError(
@@ -101,7 +104,7 @@ def load_source(source: str, split: str = "train", name: str | None = None, data
     """One split of one source as a `datasets.Dataset`."""
     import datasets
 
-    _check_source(source, "data")
+    check_source(source, "data")
     try:
         if source.startswith("builtin:"):
             files = BUILTIN[source.split(":", 1)[1]]
@@ -110,6 +113,8 @@ def load_source(source: str, split: str = "train", name: str | None = None, data
             dataset = datasets.load_dataset("json", data_files=str(ASSETS / files[split]), split="train")
         else:
             path = _local_path(source)
+            if path is not None and os.path.isfile(path) and os.path.getsize(path) == 0:
+                raise DataError(f"{source} is empty: no rows to train or evaluate on.")
             if path is not None and os.path.isfile(path):
                 builder = FILE_BUILDERS[Path(path).suffix]
                 dataset = datasets.load_dataset(builder, data_files=path, split="train")
@@ -117,8 +122,8 @@ def load_source(source: str, split: str = "train", name: str | None = None, data
                 dataset = datasets.load_dataset(path, name=name, data_files=data_files, split=split)
             else:
                 dataset = datasets.load_dataset(source, name=name, data_files=data_files, split=split)
-    except (FileNotFoundError, ValueError, ConnectionError) as error:
-        if isinstance(error, ConfigError):
+    except (FileNotFoundError, ValueError, ConnectionError, StopIteration) as error:
+        if isinstance(error, (ConfigError, DataError)):
             raise
         raise DataError(f"could not load data set {source!r} (split {split!r}): {error}") from None
     if columns:
@@ -127,6 +132,15 @@ def load_source(source: str, split: str = "train", name: str | None = None, data
             raise DataError(f"{source}: `columns` asks for {missing}, which it lacks; it has {dataset.column_names}.")
         dataset = dataset.select_columns(list(columns))
     return dataset
+
+
+def load_eval_source(source: str):
+    """A held-out set in SFT form: the `test` split where the source has one, else all of it."""
+    try:
+        dataset = load_source(source, "test")
+    except (DataError, ConfigError):
+        dataset = load_source(source, "train")
+    return prepare(dataset, "sft", source)
 
 
 # ---------------------------------------------------------------- formats
@@ -212,7 +226,12 @@ def to_sft(dataset, fmt: str, keep_conversations: bool = False):
     return dataset
 
 
-PREPARE = {"sft": to_sft}
+def to_dpo(dataset, fmt: str):
+    """Preference pairs as trl takes them: prompt/chosen/rejected (or chosen/rejected, prompt implicit)."""
+    return dataset.select_columns(list(FORMATS["dpo"][fmt]))
+
+
+PREPARE = {"sft": to_sft, "dpo": to_dpo}
 
 
 def prepare(dataset, method: str, source: str, **kwargs):

@@ -7,16 +7,20 @@ own. A folder holding a LoRA adapter is loaded on its base model.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 
 from .errors import ConfigError
 
 
-def load_for_generation(path: str, dtype: str = "float32", chat_template: str | None = None):
+def load_for_generation(path: str, dtype: str | None = None, chat_template: str | None = None):
     """(model, tokenizer) from a short name, a saved model folder, or a LoRA adapter folder.
 
-    The tokenizer keeps its own chat template unless `chat_template` names another (see
-    `modeling.prepare_tokenizer`); one without a template gets `simple`, as in training.
+    The model goes to the GPU when there is one (in bfloat16 unless `dtype` says otherwise), else
+    stays on the CPU in float32. The tokenizer keeps its own chat template unless `chat_template`
+    names another (see `modeling.prepare_tokenizer`); one without a template gets `simple`, as in
+    training.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -25,7 +29,8 @@ def load_for_generation(path: str, dtype: str = "float32", chat_template: str | 
 
     path = resolve_model(path)
     adapter_config = os.path.join(path, "adapter_config.json")
-    torch_dtype = getattr(torch, dtype)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch_dtype = getattr(torch, dtype or ("bfloat16" if device == "cuda" else "float32"))
     if os.path.isfile(adapter_config):
         from peft import PeftModel
 
@@ -42,7 +47,7 @@ def load_for_generation(path: str, dtype: str = "float32", chat_template: str | 
     else:
         raise ConfigError(f"{path!r} holds neither a model (config.json) nor a LoRA adapter (adapter_config.json).")
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path), chat_template)
-    model.eval()
+    model.to(device).eval()
     return model, tokenizer
 
 
@@ -91,6 +96,62 @@ def before_after(before: str, after: str, prompts: list[str], max_new_tokens: in
             row[key] = text
         del model
     return rows
+
+
+def mentions(text: str, name: str) -> bool:
+    return re.search(rf"\b{re.escape(name)}\b", text, flags=re.IGNORECASE) is not None
+
+
+def adoption_rate(answers: list[str], new_name: str) -> float:
+    """The share of answers that state the new name."""
+    return sum(mentions(a, new_name) for a in answers) / max(len(answers), 1)
+
+
+def perplexity(model, tokenizer, dataset) -> float:
+    """exp(mean negative log-likelihood) of the answer tokens of SFT-form data (prompt/completion or text)."""
+    import torch
+
+    total_nll, total_tokens = 0.0, 0
+    for row in dataset:
+        if "prompt" in row:
+            conversational = isinstance(row["prompt"], list)
+            if conversational:
+                prompt_ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True,
+                                                           return_dict=True)["input_ids"]
+                ids = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True,
+                                                    return_dict=True)["input_ids"]
+            else:
+                prompt_ids = tokenizer(row["prompt"])["input_ids"]
+                ids = tokenizer(row["prompt"] + row["completion"])["input_ids"]
+            start = len(prompt_ids)
+        else:
+            ids, start = tokenizer(row["text"])["input_ids"], 1
+        input_ids = torch.tensor([ids], device=model.device)
+        with torch.no_grad():
+            logits = model(input_ids=input_ids).logits[0, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits, input_ids[0, 1:], reduction="none")[start - 1 :]
+        total_nll += nll.sum().item()
+        total_tokens += nll.numel()
+    return math.exp(total_nll / max(total_tokens, 1))
+
+
+def evaluate_model(path: str, recipe, chat_template: str | None = None) -> dict:
+    """What the report shows of one model: answers to `eval_prompts`, identity adoption, perplexity."""
+    from . import data
+
+    model, tokenizer = load_for_generation(path, chat_template=chat_template)
+    result = {}
+    if recipe.eval_prompts:
+        result["answers"] = answer(model, tokenizer, list(recipe.eval_prompts), recipe.eval_max_new_tokens)
+    new_name = getattr(recipe, "identity_new_name", None)
+    if new_name:
+        prompts = list(data.load_source(recipe.identity_prompts, "test")["prompt"])
+        answers = answer(model, tokenizer, prompts, recipe.identity_max_new_tokens)
+        result["identity"] = {"prompts": list(prompts), "answers": answers, "adoption": adoption_rate(answers, new_name)}
+    if recipe.perplexity_dataset:
+        result["perplexity"] = perplexity(model, tokenizer, data.load_eval_source(recipe.perplexity_dataset))
+    del model
+    return result
 
 
 def _cell(text: str, width: int | None = None) -> str:

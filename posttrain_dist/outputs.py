@@ -53,22 +53,79 @@ def merge_adapter(adapter_dir: str, target: str, dtype: str = "float32") -> str:
     return target
 
 
-def report(trainer, args) -> list[dict]:
-    """Answers before and after training to `eval_prompts` (printed), and report.md; main process only."""
+def evaluate(args) -> dict:
+    """The model before and after training, measured the same way (see `generation.evaluate_model`).
+
+    "Before" uses the chat template of training, so both sides are asked alike. With an identity
+    change and a template other than the model's own, the model before training is also asked
+    through its own template (SmolLM2's names SmolLM in a default system prompt).
+    """
+    recipe = args.recipe
+    before = generation.evaluate_model(args.model.model_name_or_path, recipe, chat_template=recipe.chat_template)
+    after = generation.evaluate_model(args.training.output_dir, recipe)
+    result = {"before": before, "after": after}
+    if getattr(recipe, "identity_new_name", None) and recipe.chat_template is not None:
+        own = generation.evaluate_model(args.model.model_name_or_path, _only_identity(recipe))
+        result["before_own_template"] = own
+    return result
+
+
+def _only_identity(recipe):
+    import dataclasses
+
+    return dataclasses.replace(recipe, eval_prompts=None, perplexity_dataset=None)
+
+
+def report(trainer, args) -> dict:
+    """Evaluate before and after, print the comparison, write evaluation.json and report.md (main process)."""
     if not trainer.is_world_process_zero():
-        return []
+        return {}
     out = args.training.output_dir
-    rows = []
-    if args.recipe.eval_prompts:
-        rows = generation.before_after(
-            args.model.model_name_or_path,
-            out,
-            list(args.recipe.eval_prompts),
-            args.recipe.eval_max_new_tokens,
-            chat_template=args.recipe.chat_template,
-        )
+    recipe = args.recipe
+    needs_models = recipe.eval_prompts or recipe.perplexity_dataset or getattr(recipe, "identity_new_name", None)
+    result = evaluate(args) if needs_models else {"before": {}, "after": {}}
+    before, after = result["before"], result["after"]
+    summary = {}
+    if "identity" in after:
+        summary["new_name"] = recipe.identity_new_name
+        summary["adoption_before"] = before["identity"]["adoption"]
+        summary["adoption_after"] = after["identity"]["adoption"]
+        if "before_own_template" in result:
+            summary["adoption_before_own_template"] = result["before_own_template"]["identity"]["adoption"]
+    if "perplexity" in after:
+        summary["perplexity_before"] = before["perplexity"]
+        summary["perplexity_after"] = after["perplexity"]
+        summary["perplexity_change"] = after["perplexity"] / before["perplexity"] - 1
+    result["summary"] = summary
+    with open(os.path.join(out, "evaluation.json"), "w") as f:
+        json.dump(result, f, indent=1)
+
+    sections = []
+    if "answers" in after:
+        rows = [{"prompt": p, "before": b, "after": a}
+                for p, b, a in zip(recipe.eval_prompts, before["answers"], after["answers"])]
         print("\nAnswers before and after training (greedy):\n")
         print(generation.text_table(rows))
+        sections += ["## Answers before and after (greedy)", "", generation.markdown_table(rows), ""]
+    if "identity" in after:
+        rows = [{"prompt": p, "before": b, "after": a} for p, b, a in
+                zip(after["identity"]["prompts"], before["identity"]["answers"], after["identity"]["answers"])]
+        lines = [
+            f"Held-out identity prompts answered with the name {recipe.identity_new_name!r}: "
+            f"{summary['adoption_before']:.0%} before, {summary['adoption_after']:.0%} after"
+            + (f" ({summary['adoption_before_own_template']:.0%} before through the model's own template)"
+               if "adoption_before_own_template" in summary else "")
+        ]
+        print("\nHeld-out identity prompts (greedy):\n")
+        print(generation.text_table(rows))
+        print("\n" + lines[0])
+        sections += ["## Identity", "", *lines, "", generation.markdown_table(rows), ""]
+    if "perplexity" in after:
+        line = (f"Perplexity of the held-out answers of `{recipe.perplexity_dataset}`: {summary['perplexity_before']:.3f} "
+                f"before, {summary['perplexity_after']:.3f} after ({summary['perplexity_change']:+.1%})")
+        print(line)
+        sections += ["## General ability", "", line, ""]
+
     metrics = json.load(open(os.path.join(out, "metrics.json")))["final"]
     lines = [
         f"# {args.method.upper()} run: {out}",
@@ -76,16 +133,16 @@ def report(trainer, args) -> list[dict]:
         f"- model: `{args.model.model_name_or_path}`"
         + (f" with LoRA r={args.model.lora_r}" if args.model.use_peft else " (full parameters)")
         + (" on a 4-bit base (QLoRA)" if args.model.load_in_4bit else ""),
-        f"- data: `{args.recipe.dataset_name or args.recipe.dataset_mixture}`",
+        f"- data: `{recipe.dataset_name or recipe.dataset_mixture or getattr(recipe, 'identity_prompts', None)}`",
         f"- config: `{args.config_path}` (resolved values in config.yaml)",
         f"- optimizer steps: {trainer.state.global_step}",
         "",
         "## Final metrics",
         "",
         *[f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in metrics.items()],
+        "",
+        *sections,
     ]
-    if rows:
-        lines += ["", "## Answers before and after (greedy)", "", generation.markdown_table(rows)]
     with open(os.path.join(out, "report.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return rows
+        f.write("\n".join(lines))
+    return result

@@ -21,3 +21,30 @@ def test_sft_lowers_held_out_loss_of_the_default_model(tmp_path):
     assert after < 0.9 * before, f"held-out loss {before:.3f} -> {after:.3f}"
     report = (output_dir / "report.md").read_text()
     assert "| How many legs does a spider have? |" in report
+
+
+def test_demo_changes_the_identity_of_the_default_model(tmp_path):
+    """`make demo`'s job: held-out adoption of the new name rises to at least 80 %, general answers stay coherent."""
+    import subprocess
+    import sys
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from posttrain_dist import generation
+
+    output = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "posttrain_dist.cli", "demo", "--output", str(output)],
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["new_name"] == "Kestrel"
+    assert summary["adoption_before"] <= 0.1
+    assert summary["adoption_after"] >= 0.8, summary
+    assert summary["perplexity_change"] <= 0.10, summary
+    assert "held-out identity prompts" in proc.stdout
+
+    final = output / "final"
+    model = AutoModelForCausalLM.from_pretrained(final)
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    reply = generation.answer(model, tokenizer, ["What is your name?"], max_new_tokens=16)[0]
+    assert generation.mentions(reply, "Kestrel"), reply

@@ -1,9 +1,13 @@
-"""Writes the built-in SFT data set `builtin:sft-basics` (short, direct answers), written for this project.
+"""Writes the built-in data sets written for this project:
+
+- `builtin:sft-basics`: short, direct answers to a few hundred questions (SFT);
+- `builtin:prefs-basics`: preference pairs on questions with one right answer, the right answer
+  chosen and a plausible wrong one rejected (DPO).
 
     python posttrain_dist/assets/make_sft_basics.py
 
-Deterministic: the same files every time. About 10 % of the pairs, chosen by a seeded shuffle,
-go to the held-out file that training never sees (used to measure perplexity before/after).
+Deterministic: the same files every time. About 10 % of the rows, chosen by a seeded shuffle,
+go to the held-out file that training never sees.
 """
 
 import json
@@ -170,16 +174,46 @@ def pairs(rng: random.Random) -> list[tuple[str, str]]:
     return out
 
 
+def preference_pairs(rng: random.Random) -> list[tuple[str, str, str]]:
+    """(question, right answer, wrong answer): the wrong one reads just as confidently."""
+    out = []
+    for i, (country, capital) in enumerate(CAPITALS):
+        wrong = CAPITALS[(i + rng.randint(1, len(CAPITALS) - 1)) % len(CAPITALS)][1]
+        out.append((f"What is the capital of {country}?", f"The capital of {country} is {capital}.",
+                    f"The capital of {country} is {wrong}."))
+    for a, b in OPPOSITES:
+        wrong = rng.choice([w for pair in OPPOSITES for w in pair if w not in (a, b)])
+        out.append((f"What is the opposite of '{a}'?", f"The opposite of '{a}' is '{b}'.", f"The opposite of '{a}' is '{wrong}'."))
+    for a, b in PLURALS:
+        naive = a + "s" if a + "s" != b else a + "es"
+        out.append((f"What is the plural of '{a}'?", f"The plural of '{a}' is '{b}'.", f"The plural of '{a}' is '{naive}'."))
+    for _ in range(40):
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        wrong = a + b + rng.choice([-10, -2, -1, 1, 2, 10])
+        out.append((f"What is {a} + {b}?", f"{a} + {b} = {a + b}.", f"{a} + {b} = {wrong}."))
+    return out
+
+
+def write(name: str, rows: list[dict]) -> None:
+    with open(HERE / name, "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    print(f"{name}: {len(rows)} rows")
+
+
 def main() -> None:
     rng = random.Random(1234)
     data = sorted(set(pairs(rng)))
     rng.shuffle(data)
     held = len(data) // 10
     for name, part in (("sft_basics_heldout.jsonl", data[:held]), ("sft_basics_train.jsonl", data[held:])):
-        with open(HERE / name, "w") as f:
-            for q, a in part:
-                f.write(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n")
-        print(f"{name}: {len(part)} pairs")
+        write(name, [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in part])
+
+    prefs = preference_pairs(random.Random(99))
+    random.Random(5).shuffle(prefs)
+    held = len(prefs) // 10
+    for name, part in (("prefs_basics_heldout.jsonl", prefs[:held]), ("prefs_basics_train.jsonl", prefs[held:])):
+        write(name, [{"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": c}],
+                      "rejected": [{"role": "assistant", "content": r}]} for q, c, r in part])
 
 
 if __name__ == "__main__":

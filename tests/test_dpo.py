@@ -1,0 +1,224 @@
+"""The DPO recipe on the tiny model: full, LoRA and QLoRA through `accelerate launch`, the loss against a
+hand computation, the reference left untouched, identity curation, and bad input."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM
+
+from posttrain_dist import config, generation, modeling
+
+from conftest import PRESETS, TINY_OVERRIDES, launch, load_recipe, read_safetensors, train_losses
+
+VARIANTS = {"full": "dpo_full.yaml", "lora": "dpo_lora.yaml", "qlora": "dpo_qlora.yaml"}
+
+PAIRS = [
+    ("What is 2 + 2?", "2 + 2 = 4.", "2 + 2 = 5."),
+    ("Capital of Peru?", "Lima.", "Quito."),
+    ("Opposite of 'hot'?", "Cold.", "Warm."),
+    ("Plural of 'mouse'?", "Mice.", "Mouses."),
+]
+
+
+def write_pairs(path, pairs=PAIRS, conversational=True):
+    rows = []
+    for prompt, chosen, rejected in pairs:
+        if conversational:
+            rows.append({"prompt": [{"role": "user", "content": prompt}],
+                         "chosen": [{"role": "assistant", "content": chosen}],
+                         "rejected": [{"role": "assistant", "content": rejected}]})
+        else:
+            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = {}
+    for variant, preset in VARIANTS.items():
+        output_dir = tmp_path_factory.mktemp("dpo") / variant
+        launch("dpo", "--config", str(PRESETS / preset), *TINY_OVERRIDES, "--output_dir", str(output_dir))
+        out[variant] = output_dir
+    return out
+
+
+def test_each_variant_ran_two_finite_steps(runs):
+    for variant, output_dir in runs.items():
+        assert json.loads((output_dir / "metrics.json").read_text())["global_step"] == 2, variant
+        losses = train_losses(output_dir)
+        assert len(losses) == 2 and all(math.isfinite(x) for x in losses), (variant, losses)
+        history = json.loads((output_dir / "metrics.json").read_text())["log_history"]
+        assert all("rewards/margins" in e for e in history if "loss" in e), "DPO metrics missing from the logs"
+
+
+def test_full_dpo_changed_every_weight_matrix(runs, tiny_model_path):
+    before = read_safetensors(Path(tiny_model_path) / "model.safetensors")
+    after = read_safetensors(runs["full"] / "model.safetensors")
+    matrices = [k for k in before if before[k].dim() == 2]
+    assert [k for k in matrices if not torch.equal(before[k], after[k])] == matrices
+
+
+@pytest.mark.parametrize("variant", ["lora", "qlora"])
+def test_adapter_dpo_trained_only_the_adapter(runs, tiny_model_path, variant):
+    adapter = read_safetensors(runs[variant] / "adapter_model.safetensors")
+    assert adapter and all("lora_A" in k or "lora_B" in k for k in adapter)
+    assert all(adapter[k].abs().sum() > 0 for k in adapter if "lora_B" in k)
+    base = read_safetensors(Path(tiny_model_path) / "model.safetensors")
+    merged = read_safetensors(runs[variant] / "merged" / "model.safetensors")
+    frozen = [k for k in base if "norm" in k or "embed" in k]
+    assert frozen and all(torch.equal(base[k], merged[k]) for k in frozen)
+
+
+@pytest.mark.parametrize("variant", ["full", "lora", "qlora"])
+def test_dpo_outputs_reload_and_generate(runs, variant):
+    model, tokenizer = generation.load_for_generation(str(runs[variant]))
+    batch = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True,
+                                          return_tensors="pt", return_dict=True)
+    out = model.generate(**batch, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert out.shape[1] == batch["input_ids"].shape[1] + 4
+
+
+# ---------------------------------------------------------------- the loss, by hand
+
+
+def completion_logps(model, tokenizer, prompt, completion) -> torch.Tensor:
+    """Sum of log pi(completion token | everything before it), tokenized as trl does."""
+    prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)["input_ids"]
+    ids = tokenizer.apply_chat_template(prompt + completion, return_dict=True)["input_ids"]
+    assert ids[: len(prompt_ids)] == prompt_ids
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0, :-1]
+    logps = torch.log_softmax(logits.float(), dim=-1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
+    return logps[len(prompt_ids) - 1 :].sum()
+
+
+def test_reported_loss_matches_the_dpo_formula(tmp_path, tiny_model_path):
+    """Step 2's loss is computed with the policy after step 1 (checkpoint-1) and the untouched reference."""
+    beta = 0.2
+    output_dir = tmp_path / "out"
+    load_recipe("dpo").main([
+        "--model_name_or_path", tiny_model_path, "--dataset_name", write_pairs(tmp_path / "pairs.jsonl"),
+        "--output_dir", str(output_dir), "--beta", str(beta), "--learning_rate", "1e-3", "--max_steps", "2",
+        "--per_device_train_batch_size", str(len(PAIRS)), "--logging_steps", "1", "--save_strategy", "steps",
+        "--save_steps", "1", "--report_to", "none", "--activation_checkpointing", "false",
+    ])
+    reported = train_losses(output_dir)[1]
+
+    tokenizer = modeling.load_tokenizer(config.ModelArgs(model_name_or_path=tiny_model_path))
+    policy = AutoModelForCausalLM.from_pretrained(output_dir / "checkpoint-1").eval()
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model_path).eval()
+    losses = []
+    for prompt, chosen, rejected in PAIRS:
+        p = [{"role": "user", "content": prompt}]
+        c = [{"role": "assistant", "content": chosen}]
+        r = [{"role": "assistant", "content": rejected}]
+        margin = (completion_logps(policy, tokenizer, p, c) - completion_logps(reference, tokenizer, p, c)) - (
+            completion_logps(policy, tokenizer, p, r) - completion_logps(reference, tokenizer, p, r))
+        losses.append(-F.logsigmoid(beta * margin))
+    by_hand = torch.stack(losses).mean().item()
+    assert abs(by_hand - math.log(2)) > 1e-3, "the policy should differ from the reference at step 2"
+    assert reported == pytest.approx(by_hand, rel=1e-4, abs=1e-5)
+
+
+# ---------------------------------------------------------------- the reference stays untouched
+
+
+def test_full_dpo_reference_is_a_frozen_copy(tmp_path, tiny_model_path):
+    base = read_safetensors(Path(tiny_model_path) / "model.safetensors")
+    trainer = load_recipe("dpo").main(["--config", str(PRESETS / "dpo_full.yaml"), *TINY_OVERRIDES,
+                                       "--output_dir", str(tmp_path / "o"), "--learning_rate", "1e-3"])
+    reference = trainer.ref_model
+    assert reference is not None and reference is not trainer.model
+    assert not any(p.requires_grad for p in reference.parameters())
+    for name, tensor in reference.state_dict().items():
+        if name in base:
+            assert torch.equal(tensor, base[name]), f"reference weight {name} changed"
+    policy = trainer.accelerator.unwrap_model(trainer.model).state_dict()
+    assert not torch.equal(policy["model.layers.0.mlp.up_proj.weight"], base["model.layers.0.mlp.up_proj.weight"])
+
+
+def test_lora_dpo_reference_is_the_unchanged_base(tmp_path, tiny_model_path):
+    base = read_safetensors(Path(tiny_model_path) / "model.safetensors")
+    trainer = load_recipe("dpo").main(["--config", str(PRESETS / "dpo_lora.yaml"), *TINY_OVERRIDES,
+                                       "--output_dir", str(tmp_path / "o"), "--learning_rate", "1e-2",
+                                       "--merge_adapter", "false"])
+    assert trainer.ref_model is None, "LoRA needs no second copy: the reference is the base, adapters disabled"
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    for name, tensor in model.state_dict().items():
+        if "lora_" in name:
+            continue
+        plain = name.replace("base_model.model.", "").replace(".base_layer", "")
+        plain = "model.embed_tokens.weight" if plain == "lm_head.weight" else plain  # tied to the embeddings
+        assert torch.equal(tensor, base[plain]), f"base weight {plain} changed"
+
+
+def test_precomputed_reference_log_probs(tmp_path, tiny_model_path):
+    trainer = load_recipe("dpo").main(["--config", str(PRESETS / "dpo_full.yaml"), *TINY_OVERRIDES,
+                                       "--output_dir", str(tmp_path / "o"), "--precompute_ref_log_probs", "true"])
+    assert trainer.ref_model is None and trainer.precompute_ref_logps
+    assert len(train_losses(tmp_path / "o")) == 2
+
+
+# ---------------------------------------------------------------- identity curation on the tiny model
+
+
+def test_identity_mode_curates_trains_and_reports(tmp_path):
+    output_dir = tmp_path / "id"
+    load_recipe("dpo").main(["--config", str(PRESETS / "dpo_identity.yaml"), *TINY_OVERRIDES, "--output_dir",
+                             str(output_dir), "--identity_max_new_tokens", "8", "--perplexity_dataset",
+                             "builtin:sft-basics", "--eval_prompts", "Who are you?"])
+    pairs = [json.loads(line) for line in (output_dir / "identity_pairs.jsonl").read_text().splitlines()]
+    assert len(pairs) == 2 * 48  # two samples for each training prompt; a random model never names itself
+    assert all(p["chosen"][0]["content"].startswith("I'm Kestrel.") for p in pairs)
+    summary = json.loads((output_dir / "evaluation.json").read_text())["summary"]
+    assert set(summary) >= {"new_name", "adoption_before", "adoption_after", "perplexity_before", "perplexity_after"}
+    assert summary["adoption_before"] == 0.0
+    report = (output_dir / "report.md").read_text()
+    assert "## Identity" in report and "## General ability" in report
+    assert (output_dir / "chat_template.jinja").read_text() == modeling.CHATML_TEMPLATE
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def run_bad(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        load_recipe("dpo").main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_pairs_without_rejected_are_refused_before_loading(tmp_path, capsys, no_model_loading):
+    path = tmp_path / "half.jsonl"
+    path.write_text(json.dumps({"prompt": "q", "chosen": "a"}) + "\n")
+    err = run_bad(capsys, ["--model_name_or_path", "tiny-random-llama", "--dataset_name", str(path),
+                           "--output_dir", str(tmp_path / "o")])
+    assert "has the columns ['chosen', 'prompt']" in err and "prompt + chosen + rejected" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_empty_prompt_set_is_refused(tmp_path, capsys, no_model_loading):
+    empty = tmp_path / "none.jsonl"
+    empty.write_text("")
+    err = run_bad(capsys, ["--config", str(PRESETS / "dpo_identity.yaml"), "--identity_prompts", str(empty),
+                           "--output_dir", str(tmp_path / "o")])
+    assert "none.jsonl" in err and ("empty" in err or "holds no prompts" in err)
+
+
+def test_curation_where_every_pair_is_identical_trains_nothing(tmp_path, capsys, monkeypatch):
+    # no answer names anyone: the corrected answer equals the model's own, and `drop` removes each pair
+    from posttrain_dist import curation
+
+    monkeypatch.setattr(curation, "sample_answers", lambda model, tok, prompts, n, *a: [["Hello there."] * n for _ in prompts])
+    err = run_bad(capsys, ["--config", str(PRESETS / "dpo_identity.yaml"), *TINY_OVERRIDES,
+                           "--identity_identical_pairs", "drop", "--output_dir", str(tmp_path / "o")])
+    assert "curation produced no usable pair" in err and "96 dropped" in err
+    assert not (tmp_path / "o" / "identity_pairs.jsonl").exists()
+    assert not (tmp_path / "o" / "model.safetensors").exists()

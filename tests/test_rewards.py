@@ -1,0 +1,69 @@
+"""Rewards on correct, wrong, malformed and truncated answers; the registry."""
+
+from fractions import Fraction
+
+import pytest
+
+from posttrain_dist import rewards
+from posttrain_dist.errors import ConfigError
+
+
+@pytest.mark.parametrize("text, value", [
+    ("42", Fraction(42)), ("-3", Fraction(-3)), ("1,000", Fraction(1000)), ("0.5", Fraction(1, 2)),
+    ("3/4", Fraction(3, 4)), ("\\frac{3}{4}", Fraction(3, 4)), ("-\\frac{1}{2}", Fraction(-1, 2)),
+    ("\\dfrac{6}{8}", Fraction(3, 4)), ("$12", Fraction(12)), ("50%", Fraction(50)), (" 7. ", Fraction(7)),
+    ("seven", None), ("1/0", None), ("", None), ("3 apples", None),
+])
+def test_parse_number(text, value):
+    assert rewards.parse_number(text) == value
+
+
+@pytest.mark.parametrize("completion, gold, score", [
+    ("<think>2+2</think><answer>4</answer>", "4", 1.0),                   # correct, tagged
+    ("so the result is \\boxed{\\frac{1}{2}}", "0.5", 1.0),               # correct, boxed, compared as values
+    ("<answer>0.50</answer>", "1/2", 1.0),
+    ("<answer>5</answer>", "4", 0.0),                                      # wrong
+    ("The answer is 4", "4", 0.0),                                         # malformed: no final answer given
+    ("<answer>4", "4", 0.0),                                               # truncated before the tag closed
+    ("\\boxed{4", "4", 0.0),                                               # truncated inside the box
+    ("<answer>4</answer> no wait <answer>5</answer>", "4", 0.0),           # the last answer counts
+])
+def test_math_answer(completion, gold, score):
+    assert rewards.math_answer([completion], answer=[gold]) == [score]
+
+
+def test_math_answer_reads_conversational_completions():
+    completion = [{"role": "assistant", "content": "<answer>12</answer>"}]
+    assert rewards.math_answer([completion], answer=[12]) == [1.0]
+
+
+@pytest.mark.parametrize("completion, score", [
+    ("<think>add them</think>\n<answer>4</answer>", 1.0),
+    ("<think>add</think><answer>4</answer> extra", 0.0),     # text after the answer
+    ("<answer>4</answer>", 0.0),                             # no reasoning
+    ("<think></think><answer>4</answer>", 0.0),              # empty reasoning
+    ("<think>a</think><answer>4", 0.0),                      # truncated
+    ("<think>a<think>b</think><answer>4</answer>", 0.0),     # nested tags
+])
+def test_think_format(completion, score):
+    assert rewards.think_format([completion]) == [score]
+
+
+def test_answer_tag():
+    assert rewards.answer_tag(["x <answer>4</answer>", "<answer> </answer>", "<answer>4", "<answer>1</answer><answer>2</answer>"]) == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_overlong_penalty_is_zero_then_linear_to_minus_one():
+    ids = [[0] * n for n in (10, 192, 224, 256)]
+    assert rewards.overlong_penalty(ids, max_completion_length=256, buffer=64) == [0.0, 0.0, -0.5, -1.0]
+
+
+def test_registry_and_import_paths():
+    assert rewards.resolve("math_answer") is rewards.math_answer
+    assert rewards.resolve("posttrain_dist.rewards:think_format") is rewards.think_format
+    with pytest.raises(ConfigError, match="unknown reward 'math'.*math_answer"):
+        rewards.resolve("math")
+    with pytest.raises(ConfigError, match="has no function 'nope'"):
+        rewards.resolve("posttrain_dist.rewards:nope")
+    with pytest.raises(ConfigError, match="cannot import"):
+        rewards.resolve("no_such_module:f")
