@@ -9,6 +9,7 @@ data or model is loaded and before the output folder exists.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import difflib
 import enum
@@ -138,6 +139,15 @@ class ModelArgs(trl.ModelConfig):
             raise ConfigError(f"`lora_r` must be positive; got {self.lora_r}.")
 
 
+# Set by `parse(..., target_has_gpus=True)`: validate for the GPU machine a config is meant for (a cluster
+# preset checked on a laptop, `posttrain-dist plan`), not for the machine doing the checking.
+_TARGET_HAS_GPUS = contextvars.ContextVar("target_has_gpus", default=False)
+
+
+def _target_has_gpus() -> bool:
+    return _TARGET_HAS_GPUS.get() or _has_accelerator()
+
+
 def _has_accelerator() -> bool:
     import torch
 
@@ -227,7 +237,68 @@ class DPOArgs(_DeviceDefaults, trl.DPOConfig):
             raise ConfigError(f"`beta` must be positive (the course uses 0.1 to 0.2); got {self.beta}.")
 
 
-METHODS: dict[str, tuple[type, type]] = {"sft": (RecipeArgs, SFTArgs), "dpo": (DPORecipeArgs, DPOArgs)}
+@dataclass
+class GRPORecipeArgs(RecipeArgs):
+    """GRPO adds the rewards, the prompt length limit and the held-out reward check."""
+
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["math_answer"],
+        metadata={
+            "help": "Rewards by registry name (see posttrain_dist.rewards.REWARDS) or `package.module:function`; "
+            "weigh them with trl's `reward_weights`."
+        },
+    )
+    max_prompt_length: int | None = field(
+        default=512, metadata={"help": "Prompts longer than this many tokens are dropped, and counted, before training."}
+    )
+    reward_eval_size: int = field(
+        default=100,
+        metadata={"help": "Held-out prompts (the test split) answered greedily and scored before and after training."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.reward_funcs:
+            raise ConfigError("`reward_funcs` is empty; GRPO learns from at least one reward.")
+        if self.max_prompt_length is not None and self.max_prompt_length <= 0:
+            raise ConfigError(f"`max_prompt_length` must be positive; got {self.max_prompt_length}.")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(2, n + 1) if n % d == 0]
+
+
+@dataclass
+class GRPOArgs(_DeviceDefaults, trl.GRPOConfig):
+    """trl's GRPOConfig (all of it), with the CPU handled and the batch arithmetic explained."""
+
+    def __post_init__(self):
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        per_step = self.per_device_train_batch_size * processes
+        steps = self.steps_per_generation or self.gradient_accumulation_steps
+        batch = self.generation_batch_size or per_step * steps
+        if self.num_generations < 2:
+            raise ConfigError(f"`num_generations` must be at least 2 (GRPO compares answers to one prompt); got {self.num_generations}.")
+        if batch % self.num_generations:
+            how = (f"generation_batch_size {batch}" if self.generation_batch_size else
+                   f"per_device_train_batch_size {self.per_device_train_batch_size} x {processes} process(es) x "
+                   f"{steps} step(s) per generation = {batch} completions")
+            good_batches = [b for b in range(1, 9 * self.num_generations) if (b * processes * steps) % self.num_generations == 0][:4]
+            raise ConfigError(
+                f"each generation batch must hold whole groups of `num_generations` answers, but {how} does not divide "
+                f"by num_generations {self.num_generations}. Use num_generations in {_divisors(batch)}, or "
+                f"per_device_train_batch_size in {good_batches} (keeping the rest)."
+            )
+        if self.use_vllm and not _target_has_gpus():
+            raise ConfigError("`use_vllm: true` needs GPUs; on a CPU leave it off and trl generates with transformers.")
+        super().__post_init__()
+
+
+METHODS: dict[str, tuple[type, type]] = {
+    "sft": (RecipeArgs, SFTArgs),
+    "dpo": (DPORecipeArgs, DPOArgs),
+    "grpo": (GRPORecipeArgs, GRPOArgs),
+}
 
 
 @dataclass
@@ -324,8 +395,19 @@ def _describe(hint) -> str:
     return " or ".join(names)
 
 
-def parse(method: str, argv: list[str] | None = None) -> Args:
-    """Parse `--config FILE` plus command-line overrides into validated dataclasses; load nothing."""
+def parse(method: str, argv: list[str] | None = None, target_has_gpus: bool = False) -> Args:
+    """Parse `--config FILE` plus command-line overrides into validated dataclasses; load nothing.
+
+    `target_has_gpus` validates for the GPU machines a config is meant for, from any machine.
+    """
+    token = _TARGET_HAS_GPUS.set(target_has_gpus)
+    try:
+        return _parse(method, argv)
+    finally:
+        _TARGET_HAS_GPUS.reset(token)
+
+
+def _parse(method: str, argv: list[str] | None) -> Args:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {sorted(METHODS)}")
     recipe_cls, training_cls = METHODS[method]
@@ -415,6 +497,17 @@ def validate(args: Args) -> None:
         data.check_sources(args.recipe)
     if args.recipe.perplexity_dataset:
         data.check_source(args.recipe.perplexity_dataset, "perplexity_dataset")
+    if args.method == "grpo":
+        from . import rewards
+
+        for name in args.recipe.reward_funcs:
+            rewards.resolve(name)
+        weights = args.training.reward_weights
+        if weights is not None and len(weights) != len(args.recipe.reward_funcs):
+            raise ConfigError(
+                f"`reward_weights` has {len(weights)} values for {len(args.recipe.reward_funcs)} rewards "
+                f"({args.recipe.reward_funcs}); give one weight per reward."
+            )
     template = args.recipe.chat_template
     if template is not None:
         modeling.resolve_chat_template_source(template)

@@ -8,7 +8,8 @@ Formats, per method (the columns must be present; other columns are kept for GRP
 - sft: `messages` (a conversation: a list of {role, content}), `conversations` (ShareGPT: a list
   of {from, value}), `prompt` + `completion`, or `text`.
 - dpo: `prompt` + `chosen` + `rejected` (plain strings or conversations), or `chosen` + `rejected`.
-- grpo: `prompt` (plain or conversational) plus whatever columns the rewards read.
+- grpo: `prompt` (plain or conversational) plus whatever columns the rewards read (`builtin:arithmetic`
+  and `builtin:countdown` are generated locally, see `tasks`).
 
 A wrong format is reported with the columns found and expected, before any model is loaded.
 """
@@ -19,6 +20,7 @@ import logging
 import os
 from pathlib import Path
 
+from . import tasks
 from .errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -66,8 +68,9 @@ def check_source(source: str, what: str) -> None:
     """One source exists (local) or is well-formed (built-in, hub); nothing is read."""
     if source.startswith("builtin:"):
         name = source.split(":", 1)[1]
-        if name not in BUILTIN:
-            raise ConfigError(f"{what}: unknown built-in data set {name!r}; built-in: {', '.join(sorted(BUILTIN))}.")
+        if name not in BUILTIN and name not in tasks.GENERATORS:
+            known = ", ".join(sorted([*BUILTIN, *tasks.GENERATORS]))
+            raise ConfigError(f"{what}: unknown built-in data set {name!r}; built-in: {known}.")
         return
     path = _local_path(source)
     if path is None:
@@ -106,7 +109,11 @@ def load_source(source: str, split: str = "train", name: str | None = None, data
 
     check_source(source, "data")
     try:
-        if source.startswith("builtin:"):
+        if source.startswith("builtin:") and source.split(":", 1)[1] in tasks.GENERATORS:
+            if split not in ("train", "test"):
+                raise ConfigError(f"{source} has the splits ['test', 'train'], not {split!r}.")
+            dataset = datasets.Dataset.from_list(tasks.GENERATORS[source.split(":", 1)[1]](split=split))
+        elif source.startswith("builtin:"):
             files = BUILTIN[source.split(":", 1)[1]]
             if split not in files:
                 raise ConfigError(f"{source} has the splits {sorted(files)}, not {split!r}.")
@@ -231,7 +238,39 @@ def to_dpo(dataset, fmt: str):
     return dataset.select_columns(list(FORMATS["dpo"][fmt]))
 
 
-PREPARE = {"sft": to_sft, "dpo": to_dpo}
+def to_grpo(dataset, fmt: str):
+    """Prompts, with every other column kept: rewards receive them as keyword lists."""
+    return dataset
+
+
+def drop_long_prompts(dataset, tokenizer, max_prompt_length: int | None, source: str = "data"):
+    """Remove prompts longer than `max_prompt_length` tokens (through the chat template), and say how many."""
+    if max_prompt_length is None:
+        return dataset
+
+    def length(row):
+        prompt = row["prompt"]
+        if isinstance(prompt, list):
+            ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)["input_ids"]
+        else:
+            ids = tokenizer(prompt)["input_ids"]
+        return {"prompt_tokens": len(ids)}
+
+    measured = dataset.map(length)
+    kept = measured.filter(lambda row: row["prompt_tokens"] <= max_prompt_length).remove_columns("prompt_tokens")
+    dropped = len(dataset) - len(kept)
+    if dropped:
+        logger.warning("%s: dropped %d of %d prompts longer than %d tokens", source, dropped, len(dataset), max_prompt_length)
+        print(f"{source}: dropped {dropped} of {len(dataset)} prompts longer than max_prompt_length={max_prompt_length} tokens")
+    if len(kept) == 0:
+        raise DataError(
+            f"{source}: all {len(dataset)} prompts are longer than max_prompt_length={max_prompt_length} tokens; "
+            "raise `max_prompt_length` or shorten the prompts."
+        )
+    return kept
+
+
+PREPARE = {"sft": to_sft, "dpo": to_dpo, "grpo": to_grpo}
 
 
 def prepare(dataset, method: str, source: str, **kwargs):

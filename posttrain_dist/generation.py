@@ -51,20 +51,21 @@ def load_for_generation(path: str, dtype: str | None = None, chat_template: str 
     return model, tokenizer
 
 
-def answer(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 8, system: str | None = None,
-           do_sample: bool = False, **generate_kwargs) -> list[str]:
-    """Answers to single-turn questions through the chat template (greedy unless `do_sample`)."""
+def answer(model, tokenizer, prompts: list, max_new_tokens: int = 64, batch_size: int = 8, system: str | None = None,
+           do_sample: bool = False, return_ids: bool = False, **generate_kwargs):
+    """Answers through the chat template (greedy unless `do_sample`) to questions, or to conversations
+    (lists of messages). With `return_ids`, also the generated token ids of each answer."""
     import torch
 
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    answers = []
+    answers, ids = [], []
     try:
         for start in range(0, len(prompts), batch_size):
             chats = []
             for prompt in prompts[start : start + batch_size]:
                 chat = [{"role": "system", "content": system}] if system else []
-                chats.append(chat + [{"role": "user", "content": prompt}])
+                chats.append(chat + (list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": prompt}]))
             texts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in chats]
             batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             with torch.no_grad():
@@ -77,9 +78,10 @@ def answer(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch
                 )
             new_tokens = out[:, batch["input_ids"].shape[1] :]
             answers += [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+            ids += [[t for t in row.tolist() if t != tokenizer.pad_token_id] for row in new_tokens]
     finally:
         tokenizer.padding_side = side
-    return answers
+    return (answers, ids) if return_ids else answers
 
 
 def before_after(before: str, after: str, prompts: list[str], max_new_tokens: int = 64,
@@ -135,9 +137,11 @@ def perplexity(model, tokenizer, dataset) -> float:
     return math.exp(total_nll / max(total_tokens, 1))
 
 
-def evaluate_model(path: str, recipe, chat_template: str | None = None) -> dict:
-    """What the report shows of one model: answers to `eval_prompts`, identity adoption, perplexity."""
-    from . import data
+def evaluate_model(path: str, recipe, chat_template: str | None = None, rewards_setup: dict | None = None) -> dict:
+    """What the report shows of one model: answers to `eval_prompts`, identity adoption, perplexity, and
+    with `rewards_setup` ({functions, weights, source, split, size, max_new_tokens}) the mean rewards
+    of greedy answers to held-out prompts."""
+    from . import data, rewards
 
     model, tokenizer = load_for_generation(path, chat_template=chat_template)
     result = {}
@@ -150,6 +154,15 @@ def evaluate_model(path: str, recipe, chat_template: str | None = None) -> dict:
         result["identity"] = {"prompts": list(prompts), "answers": answers, "adoption": adoption_rate(answers, new_name)}
     if recipe.perplexity_dataset:
         result["perplexity"] = perplexity(model, tokenizer, data.load_eval_source(recipe.perplexity_dataset))
+    if rewards_setup:
+        held = data.load_source(rewards_setup["source"], rewards_setup["split"])
+        held = held.select(range(min(rewards_setup["size"], len(held))))
+        prompts = list(held["prompt"])
+        texts, ids = answer(model, tokenizer, prompts, rewards_setup["max_new_tokens"], batch_size=16, return_ids=True)
+        completions = [[{"role": "assistant", "content": t}] if isinstance(p, list) else t for p, t in zip(prompts, texts)]
+        columns = {c: list(held[c]) for c in held.column_names if c != "prompt"}
+        scored = rewards.score(rewards_setup["functions"], rewards_setup["weights"], prompts, completions, ids, **columns)
+        result["held_out_rewards"] = {**scored, "prompts": len(prompts), "examples": texts[:8]}
     del model
     return result
 

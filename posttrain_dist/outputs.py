@@ -61,13 +61,31 @@ def evaluate(args) -> dict:
     through its own template (SmolLM2's names SmolLM in a default system prompt).
     """
     recipe = args.recipe
-    before = generation.evaluate_model(args.model.model_name_or_path, recipe, chat_template=recipe.chat_template)
-    after = generation.evaluate_model(args.training.output_dir, recipe)
+    setup = _rewards_setup(args)
+    before = generation.evaluate_model(args.model.model_name_or_path, recipe, recipe.chat_template, setup)
+    after = generation.evaluate_model(args.training.output_dir, recipe, rewards_setup=setup)
     result = {"before": before, "after": after}
     if getattr(recipe, "identity_new_name", None) and recipe.chat_template is not None:
         own = generation.evaluate_model(args.model.model_name_or_path, _only_identity(recipe))
         result["before_own_template"] = own
     return result
+
+
+def _rewards_setup(args) -> dict | None:
+    """GRPO with a test split: the held-out prompts scored with the run's own rewards."""
+    recipe = args.recipe
+    if args.method != "grpo" or not recipe.dataset_test_split or not recipe.dataset_name or recipe.reward_eval_size <= 0:
+        return None
+    from . import rewards
+
+    return {
+        "functions": rewards.build(recipe.reward_funcs, args.training),
+        "weights": args.training.reward_weights,
+        "source": recipe.dataset_name,
+        "split": recipe.dataset_test_split,
+        "size": recipe.reward_eval_size,
+        "max_new_tokens": args.training.max_completion_length,
+    }
 
 
 def _only_identity(recipe):
@@ -82,7 +100,8 @@ def report(trainer, args) -> dict:
         return {}
     out = args.training.output_dir
     recipe = args.recipe
-    needs_models = recipe.eval_prompts or recipe.perplexity_dataset or getattr(recipe, "identity_new_name", None)
+    needs_models = (recipe.eval_prompts or recipe.perplexity_dataset or getattr(recipe, "identity_new_name", None)
+                    or _rewards_setup(args))
     result = evaluate(args) if needs_models else {"before": {}, "after": {}}
     before, after = result["before"], result["after"]
     summary = {}
@@ -96,6 +115,12 @@ def report(trainer, args) -> dict:
         summary["perplexity_before"] = before["perplexity"]
         summary["perplexity_after"] = after["perplexity"]
         summary["perplexity_change"] = after["perplexity"] / before["perplexity"] - 1
+    if "held_out_rewards" in after:
+        summary["reward_before"] = before["held_out_rewards"]["reward"]
+        summary["reward_after"] = after["held_out_rewards"]["reward"]
+        summary["rewards_before"] = before["held_out_rewards"]["rewards"]
+        summary["rewards_after"] = after["held_out_rewards"]["rewards"]
+        summary["reward_prompts"] = after["held_out_rewards"]["prompts"]
     result["summary"] = summary
     with open(os.path.join(out, "evaluation.json"), "w") as f:
         json.dump(result, f, indent=1)
@@ -126,6 +151,16 @@ def report(trainer, args) -> dict:
         print(line)
         sections += ["## General ability", "", line, ""]
 
+    if "held_out_rewards" in after:
+        per = ", ".join(f"{name} {summary['rewards_before'][name]:.3f} -> {value:.3f}"
+                        for name, value in summary["rewards_after"].items())
+        line = (f"Mean reward of greedy answers to {summary['reward_prompts']} held-out prompts "
+                f"(`{recipe.dataset_name}` [{recipe.dataset_test_split}]): {summary['reward_before']:.3f} before, "
+                f"{summary['reward_after']:.3f} after ({per})")
+        print("\n" + line)
+        examples = [{"prompt": "", "before": b, "after": a} for b, a in
+                    zip(before["held_out_rewards"]["examples"], after["held_out_rewards"]["examples"])]
+        sections += ["## Held-out rewards", "", line, "", generation.markdown_table(examples, ("before", "after")), ""]
     metrics = json.load(open(os.path.join(out, "metrics.json")))["final"]
     lines = [
         f"# {args.method.upper()} run: {out}",

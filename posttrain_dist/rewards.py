@@ -12,7 +12,9 @@ the logs show is the function's name.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import re
 from fractions import Fraction
 
@@ -65,30 +67,96 @@ def _boxed(text: str) -> str | None:
     return None  # truncated inside the box
 
 
-def final_answer(text: str) -> str | None:
-    """The answer a completion commits to: <answer>...</answer>, else the last \\boxed{}, else None."""
+_LAST_NUMBER = re.compile(r"[-−]?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?")
+
+
+def final_answer(text: str, tagged_only: bool = False) -> str | None:
+    """The answer a completion commits to: the last <answer>...</answer>, else the last \\boxed{...},
+    else (unless `tagged_only`) the last number in the text. None when there is none, or when an
+    answer tag or box was opened and never closed (the completion was cut off)."""
     tagged = re.findall(r"<answer>(.*?)</answer>", text, flags=re.DOTALL)
-    if tagged:
+    if tagged and text.rfind("<answer>") < text.rfind("</answer>"):
         return tagged[-1].strip()
-    return _boxed(text)
+    if "<answer>" in text:
+        return None  # opened, never closed: truncated
+    if "\\boxed{" in text:
+        return _boxed(text)
+    if tagged_only:
+        return None
+    numbers = _LAST_NUMBER.findall(text)
+    return numbers[-1] if numbers else None
+
+
+def _math(completions, answer, tagged_only: bool) -> list[float]:
+    scores = []
+    for completion, gold in zip(completions, answer):
+        given = final_answer(text_of(completion), tagged_only)
+        expected = parse_number(str(gold))
+        value = parse_number(given) if given is not None else None
+        scores.append(1.0 if value is not None and expected is not None and value == expected else 0.0)
+    return scores
 
 
 # ---------------------------------------------------------------- rewards
 
 
 def math_answer(completions, answer, **kwargs) -> list[float]:
-    """1.0 when the final answer (<answer>..</answer> or \\boxed{..}) equals the `answer` column as a number.
+    """1.0 when the final answer equals the `answer` column as a number, else 0.0.
 
-    Values are compared, not strings: 0.5, 1/2 and \\frac{1}{2} are equal. A completion with no
-    final answer (malformed, or cut off before it closed the tag) scores 0.0, as does a wrong one.
+    The final answer is the last <answer>..</answer>, else the last \\boxed{..}, else the last
+    number in the text ("7 + 5 = 12." answers 12). Values are compared, not strings: 0.5, 1/2 and
+    \\frac{1}{2} are equal. No number at all (malformed) or a tag/box cut off before it closed
+    (truncated) scores 0.0, as does a wrong value.
     """
+    return _math(completions, answer, tagged_only=False)
+
+
+def tagged_math_answer(completions, answer, **kwargs) -> list[float]:
+    """Like `math_answer`, but only an <answer> tag or a \\boxed{} counts: for think/answer layouts."""
+    return _math(completions, answer, tagged_only=True)
+
+
+def countdown_equation(completions, numbers, target, **kwargs) -> list[float]:
+    """1.0 when the <answer> holds an equation that uses each of `numbers` exactly once (+ - * / and
+    parentheses only) and equals `target`; else 0.0."""
     scores = []
-    for completion, gold in zip(completions, answer):
-        given = final_answer(text_of(completion))
-        expected = parse_number(str(gold))
-        value = parse_number(given) if given is not None else None
-        scores.append(1.0 if value is not None and expected is not None and value == expected else 0.0)
+    for completion, given_numbers, goal in zip(completions, numbers, target):
+        expression = final_answer(text_of(completion), tagged_only=True)
+        expression = (expression or "").split("=")[0]
+        if not expression or not re.fullmatch(r"[\d+\-*/().\s]+", expression):
+            scores.append(0.0)
+            continue
+        used = sorted(int(n) for n in re.findall(r"\d+", expression))
+        if used != sorted(int(n) for n in given_numbers):
+            scores.append(0.0)
+            continue
+        value = _evaluate(expression)
+        scores.append(1.0 if value is not None and abs(value - float(goal)) < 1e-6 else 0.0)
     return scores
+
+
+def _evaluate(expression: str) -> float | None:
+    """Arithmetic of + - * / and parentheses, without eval()."""
+    import ast
+    import operator
+
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+    def walk(node):
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return float(node.value)
+        if isinstance(node, ast.BinOp) and type(node.op) in ops:
+            return ops[type(node.op)](walk(node.left), walk(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -walk(node.operand)
+        raise ValueError("not arithmetic")
+
+    try:
+        return walk(ast.parse(expression, mode="eval"))
+    except (SyntaxError, ValueError, ZeroDivisionError, RecursionError):
+        return None
 
 
 _THINK_ANSWER = re.compile(r"^\s*<think>(?:(?!</?think>).)+</think>\s*<answer>(?:(?!</?answer>).)+</answer>\s*$", re.DOTALL)
@@ -113,7 +181,8 @@ def overlong_penalty(completion_ids, max_completion_length: int = 256, buffer: i
             for ids in completion_ids]
 
 
-REWARDS = {f.__name__: f for f in (math_answer, think_format, answer_tag, overlong_penalty)}
+REWARDS = {f.__name__: f for f in (math_answer, tagged_math_answer, countdown_equation, think_format, answer_tag,
+                                   overlong_penalty)}
 
 
 def resolve(name: str):
@@ -133,3 +202,46 @@ def resolve(name: str):
     raise ConfigError(
         f"unknown reward {name!r}; registered: {', '.join(sorted(REWARDS))}, or give `package.module:function`."
     )
+
+
+def build(names: list[str], training_args=None) -> list:
+    """The reward functions of a run; a reward's `max_completion_length` parameter is bound to the run's."""
+    functions = []
+    for name in names:
+        function = resolve(name)
+        parameters = inspect.signature(function).parameters
+        if "max_completion_length" in parameters and training_args is not None:
+            bound = functools.partial(function, max_completion_length=training_args.max_completion_length)
+            function = functools.update_wrapper(bound, function)  # keeps __name__: the logs show it
+        functions.append(function)
+    return functions
+
+
+_GIVEN_BY_TRL = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric"}
+
+
+def check_columns(functions: list, columns: list[str], source: str = "data") -> None:
+    """Every column a reward requires (a parameter without default) is in the data, or a DataError."""
+    from .errors import DataError
+
+    for function in functions:
+        for name, parameter in inspect.signature(function).parameters.items():
+            required = parameter.default is inspect.Parameter.empty and parameter.kind in (
+                inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            if required and name not in _GIVEN_BY_TRL and name not in columns:
+                raise DataError(
+                    f"reward {function.__name__} reads the column {name!r}, which {source} lacks (columns: "
+                    f"{sorted(columns)}); add the column or choose rewards that fit the data."
+                )
+
+
+def score(functions: list, weights: list[float] | None, prompts: list, completions: list, completion_ids: list,
+          **columns) -> dict:
+    """Mean of each reward over the completions, and their weighted sum as trl totals it."""
+    weights = weights or [1.0] * len(functions)
+    means = {}
+    for function in functions:
+        values = [v for v in function(prompts=prompts, completions=completions, completion_ids=completion_ids,
+                                      **columns) if v is not None]
+        means[function.__name__] = sum(values) / len(values) if values else float("nan")
+    return {"rewards": means, "reward": sum(w * m for w, m in zip(weights, means.values()))}

@@ -23,13 +23,36 @@ def test_parse_number(text, value):
     ("so the result is \\boxed{\\frac{1}{2}}", "0.5", 1.0),               # correct, boxed, compared as values
     ("<answer>0.50</answer>", "1/2", 1.0),
     ("<answer>5</answer>", "4", 0.0),                                      # wrong
-    ("The answer is 4", "4", 0.0),                                         # malformed: no final answer given
+    ("7 + 5 = 12.", "12", 1.0),                                            # untagged: the last number
+    ("12 is wrong, it is 13", "12", 0.0),
+    ("The answer is four.", "4", 0.0),                                     # malformed: no number at all
     ("<answer>4", "4", 0.0),                                               # truncated before the tag closed
-    ("\\boxed{4", "4", 0.0),                                               # truncated inside the box
+    ("So 2 + 2 = \\boxed{4", "4", 0.0),                                    # truncated inside the box
     ("<answer>4</answer> no wait <answer>5</answer>", "4", 0.0),           # the last answer counts
 ])
 def test_math_answer(completion, gold, score):
     assert rewards.math_answer([completion], answer=[gold]) == [score]
+
+
+@pytest.mark.parametrize("completion, score", [
+    ("<answer>4</answer>", 1.0), ("\\boxed{4}", 1.0), ("2 + 2 = 4", 0.0), ("<answer>4", 0.0),
+])
+def test_tagged_math_answer_needs_a_tag_or_box(completion, score):
+    assert rewards.tagged_math_answer([completion], answer=["4"]) == [score]
+
+
+@pytest.mark.parametrize("completion, score", [
+    ("<answer>(3 + 5) * 2</answer>", 1.0),          # correct
+    ("<answer>2 * (5 + 3) = 16</answer>", 1.0),     # the result after "=" is ignored
+    ("<answer>3 * 5 + 2</answer>", 0.0),            # wrong value
+    ("<answer>(3 + 5) * 2 * 1</answer>", 0.0),      # a number not given
+    ("<answer>8 * 2</answer>", 0.0),                # numbers not used
+    ("<answer>__import__('os')</answer>", 0.0),     # not arithmetic
+    ("(3 + 5) * 2", 0.0),                           # malformed: no answer tag
+    ("<answer>(3 + 5) * 2", 0.0),                   # truncated
+])
+def test_countdown_equation(completion, score):
+    assert rewards.countdown_equation([completion], numbers=[[3, 5, 2]], target=[16]) == [score]
 
 
 def test_math_answer_reads_conversational_completions():
