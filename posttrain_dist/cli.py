@@ -7,6 +7,7 @@
     posttrain-dist compare BEFORE AFTER ...    before/after answers side by side, identity adoption rate
     posttrain-dist curate identity ...         correction pairs: the model's answers vs renamed ones (DPO data)
     posttrain-dist curate best-of-k ...        K sampled answers scored by a reward: pairs and SFT rows
+    posttrain-dist tasks arithmetic|countdown  generated verifiable tasks with a seed, to JSONL
 """
 
 from __future__ import annotations
@@ -106,6 +107,17 @@ def _curate_best_of_k(args) -> None:
           + (f", {len(sft)} best answers to {args.sft_out}" if args.sft_out else ""))
 
 
+def _tasks(args) -> None:
+    from . import curation, tasks
+
+    if args.task == "arithmetic":
+        rows = tasks.arithmetic(args.split, args.seed, args.low, args.high, args.ops, args.test_size, args.size)
+    else:
+        rows = tasks.countdown(args.split, args.seed, args.size)
+    curation.write_jsonl(args.out, rows)
+    print(f"{len(rows)} {args.task} problems ({args.split}, seed {args.seed}) written to {args.out}")
+
+
 def _demo(args) -> None:
     from . import demo
 
@@ -157,6 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
         parser_.add_argument("--chat-template", help="template to ask through (default: the tokenizer's own)")
         parser_.add_argument("--seed", type=int, default=0)
         parser_.add_argument("--out", required=True, help="JSONL file to write")
+
+    p = sub.add_parser("tasks", help="write generated verifiable tasks (prompts + answer columns) to JSONL")
+    p.add_argument("task", choices=["arithmetic", "countdown"])
+    p.add_argument("--split", choices=["train", "test"], default="train")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, help="rows (arithmetic train: repeats the pairs; countdown: puzzles)")
+    p.add_argument("--low", type=int, default=1, help="arithmetic: smallest operand")
+    p.add_argument("--high", type=int, default=20, help="arithmetic: largest operand")
+    p.add_argument("--ops", default="+", help="arithmetic: operations among + - *")
+    p.add_argument("--test-size", type=int, default=100, help="arithmetic: pairs held out of training")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_tasks)
 
     p = sub.add_parser("demo", help="the main job: change SmolLM2's identity with DPO, on a CPU")
     p.add_argument("--config", default="recipes/smollm2-135m/dpo_identity.yaml")
