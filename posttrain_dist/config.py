@@ -24,7 +24,7 @@ import trl
 import yaml
 
 from .errors import ConfigError
-from . import data, modeling
+from . import data, launching, modeling
 from .modeling import DEFAULT_MODEL
 
 
@@ -157,12 +157,23 @@ def _has_accelerator() -> bool:
     return torch.cuda.is_available()
 
 
-class _DeviceDefaults:
-    """On a machine without an accelerator, train on the CPU in float32 instead of failing on bf16.
+@dataclass
+class _RunDefaults:
+    """Defaults shared by the three methods' training arguments.
 
-    trl turns bf16 on by default; transformers then refuses to start on a CPU unless `use_cpu` is set.
-    An explicit `bf16: true` is kept (bf16 autocast works on CPU, just slowly).
+    On a machine without an accelerator, train on the CPU in float32 instead of failing on bf16:
+    trl turns bf16 on by default, and transformers then refuses to start on a CPU unless `use_cpu`
+    is set. An explicit `bf16: true` is kept (bf16 autocast works on CPU, just slowly). Several CPU
+    processes talk over gloo.
     """
+
+    ddp_timeout: int = field(
+        default=7200,
+        metadata={
+            "help": "Seconds a collective may wait (transformers: 1800). Ranks wait while rank 0 tokenizes or "
+            "curates data; a dead node still ends the job through the launcher, not through this timeout."
+        },
+    )
 
     def __post_init__(self):
         if not _has_accelerator():
@@ -175,7 +186,7 @@ class _DeviceDefaults:
 
 
 @dataclass
-class SFTArgs(_DeviceDefaults, trl.SFTConfig):
+class SFTArgs(_RunDefaults, trl.SFTConfig):
     """trl's SFTConfig (all of it), with the CPU handled."""
 
 
@@ -228,7 +239,7 @@ class DPORecipeArgs(RecipeArgs):
 
 
 @dataclass
-class DPOArgs(_DeviceDefaults, trl.DPOConfig):
+class DPOArgs(_RunDefaults, trl.DPOConfig):
     """trl's DPOConfig (all of it), with the CPU handled; beta stays in the course's 0.1 to 0.2 range."""
 
     def __post_init__(self):
@@ -269,7 +280,7 @@ def _divisors(n: int) -> list[int]:
 
 
 @dataclass
-class GRPOArgs(_DeviceDefaults, trl.GRPOConfig):
+class GRPOArgs(_RunDefaults, trl.GRPOConfig):
     """trl's GRPOConfig (all of it), with the CPU handled and the batch arithmetic explained."""
 
     def __post_init__(self):
@@ -395,19 +406,21 @@ def _describe(hint) -> str:
     return " or ".join(names)
 
 
-def parse(method: str, argv: list[str] | None = None, target_has_gpus: bool = False) -> Args:
+def parse(method: str, argv: list[str] | None = None, target_has_gpus: bool = False,
+          accelerate_config: str | None = None) -> Args:
     """Parse `--config FILE` plus command-line overrides into validated dataclasses; load nothing.
 
-    `target_has_gpus` validates for the GPU machines a config is meant for, from any machine.
+    `target_has_gpus` validates for the GPU machines a config is meant for, from any machine;
+    `accelerate_config` for the distributed setup of that file instead of this process's.
     """
     token = _TARGET_HAS_GPUS.set(target_has_gpus)
     try:
-        return _parse(method, argv)
+        return _parse(method, argv, accelerate_config)
     finally:
         _TARGET_HAS_GPUS.reset(token)
 
 
-def _parse(method: str, argv: list[str] | None) -> Args:
+def _parse(method: str, argv: list[str] | None, accelerate_config: str | None = None) -> Args:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {sorted(METHODS)}")
     recipe_cls, training_cls = METHODS[method]
@@ -481,12 +494,13 @@ def _parse(method: str, argv: list[str] | None) -> Args:
     sources.update({name: "file" for name in file_values})
     sources.update({name: "command line" for name in cli_keys})
     args = Args(method, recipe, model, training, sources, config_path)
-    validate(args)
+    validate(args, launching.distributed_setup(accelerate_config))
     return args
 
 
-def validate(args: Args) -> None:
-    """Checks that need more than one dataclass, or the file system; nothing is loaded."""
+def validate(args: Args, setup: launching.Setup | None = None) -> None:
+    """Checks that need more than one dataclass, the distributed setup, or the file system; nothing is loaded."""
+    check_distributed(args, setup or launching.distributed_setup())
     if args.sources["output_dir"] == "default":
         model = os.path.basename(str(args.model.model_name_or_path).rstrip("/"))
         args.training.output_dir = os.path.join("outputs", f"{model}-{args.method}")
@@ -511,3 +525,22 @@ def validate(args: Args) -> None:
     template = args.recipe.chat_template
     if template is not None:
         modeling.resolve_chat_template_source(template)
+
+
+def check_distributed(args: Args, setup: launching.Setup) -> None:
+    """Refuse method / quantization / launcher combinations that cannot work, naming the fix."""
+    model = args.model
+    sharded = (setup.kind == "deepspeed" and setup.zero_stage == 3) or setup.kind == "fsdp"
+    if model.load_in_8bit and sharded:
+        raise ConfigError(
+            f"8-bit weights cannot be sharded under {setup.describe()}; use `load_in_4bit: true` (QLoRA), or "
+            "ZeRO-2 / DDP (accelerate_configs/zero2.yaml, ddp.yaml)."
+        )
+    if model.load_in_4bit and sharded and model.bnb_4bit_quant_storage is None:
+        # Sharding flattens parameters into one buffer per dtype: the 4-bit weights must be stored in the
+        # dtype of the rest of the model, or ZeRO-3 / FSDP refuse to shard them (PEFT's QLoRA + ZeRO-3 guide).
+        model.bnb_4bit_quant_storage = model.dtype if model.dtype not in (None, "auto") else "bfloat16"
+        args.sources["bnb_4bit_quant_storage"] = f"set for {setup.describe()}"
+    if setup.kind == "deepspeed" and setup.zero_stage == 3 and getattr(args.training, "use_vllm", False) and \
+            getattr(args.training, "vllm_mode", None) == "colocate" and not getattr(args.training, "ds3_gather_for_generation", True):
+        raise ConfigError("vLLM colocated under ZeRO-3 needs the weights gathered: keep `ds3_gather_for_generation: true`.")

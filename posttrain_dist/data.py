@@ -325,7 +325,18 @@ def _take(dataset, weight: float, seed: int):
 
 
 def load_for(method: str, recipe, seed: int = 42, **prepare_kwargs):
-    """The (train, eval) data of a run; eval is None unless a test split or `eval_split_size` is set."""
+    """The (train, eval) data of a run; eval is None unless a test split or `eval_split_size` is set.
+
+    Under several processes the main process loads and converts first, writing the datasets cache;
+    the others wait, then read the cache instead of doing the work again.
+    """
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():
+        return _load_for(method, recipe, seed, **prepare_kwargs)
+
+
+def _load_for(method: str, recipe, seed: int = 42, **prepare_kwargs):
     import datasets
 
     eval_dataset = None

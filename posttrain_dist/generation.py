@@ -6,12 +6,30 @@ own. A folder holding a LoRA adapter is loaded on its base model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 
 from .errors import ConfigError
+
+
+@contextlib.contextmanager
+def outside_zero3():
+    """Load a model whole even while a ZeRO-3 run is configured in this process.
+
+    Under ZeRO-3, transformers' from_pretrained partitions every model it loads across all ranks,
+    which needs every rank to take part; the evaluation and curation here run on one process.
+    """
+    from transformers.integrations import deepspeed
+
+    saved = deepspeed._hf_deepspeed_config_weak_ref
+    deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        deepspeed._hf_deepspeed_config_weak_ref = saved
 
 
 def load_for_generation(path: str, dtype: str | None = None, chat_template: str | None = None):
@@ -22,12 +40,18 @@ def load_for_generation(path: str, dtype: str | None = None, chat_template: str 
     names another (see `modeling.prepare_tokenizer`); one without a template gets `simple`, as in
     training.
     """
+    from .modeling import resolve_model
+
+    with outside_zero3():
+        return _load_for_generation(resolve_model(path), dtype, chat_template)
+
+
+def _load_for_generation(path: str, dtype: str | None, chat_template: str | None):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .modeling import prepare_tokenizer, resolve_model
 
-    path = resolve_model(path)
     adapter_config = os.path.join(path, "adapter_config.json")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch_dtype = getattr(torch, dtype or ("bfloat16" if device == "cuda" else "float32"))
@@ -74,6 +98,7 @@ def answer(model, tokenizer, prompts: list, max_new_tokens: int = 64, batch_size
                     max_new_tokens=max_new_tokens,
                     do_sample=do_sample,
                     pad_token_id=tokenizer.pad_token_id,
+                    synced_gpus=False,  # one process generates, even in a ZeRO-3 run
                     **generate_kwargs,
                 )
             new_tokens = out[:, batch["input_ids"].shape[1] :]

@@ -11,7 +11,7 @@ log-probabilities with `precompute_ref_log_probs: true`.
 
 from trl import DPOTrainer
 
-from posttrain_dist import config, curation, data, modeling, outputs
+from posttrain_dist import callbacks, config, curation, data, modeling, outputs
 from posttrain_dist.errors import report_user_errors
 
 
@@ -42,6 +42,8 @@ def main(argv=None):
         processing_class=tokenizer,
         peft_config=modeling.peft_config(args.model),
     )
+
+    callbacks.attach(trainer, args)  # run features shared by every recipe
 
     # 5. Train, 6. save, 7. report (answers, identity adoption and perplexity before and after).
     trainer.train(resume_from_checkpoint=args.training.resume_from_checkpoint)

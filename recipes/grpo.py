@@ -10,7 +10,7 @@ transformers; on GPUs `use_vllm: true` with `vllm_mode: colocate` or `server` (s
 
 from trl import GRPOTrainer
 
-from posttrain_dist import config, data, modeling, outputs, rewards
+from posttrain_dist import callbacks, config, data, modeling, outputs, rewards
 from posttrain_dist.errors import report_user_errors
 
 
@@ -39,6 +39,8 @@ def main(argv=None):
         processing_class=tokenizer,
         peft_config=modeling.peft_config(args.model),
     )
+
+    callbacks.attach(trainer, args)  # run features shared by every recipe
 
     # 5. Train, 6. save, 7. report (held-out rewards before and after).
     trainer.train(resume_from_checkpoint=args.training.resume_from_checkpoint)

@@ -11,7 +11,7 @@ example per assistant turn). Full, LoRA and QLoRA training are choices of the co
 
 from trl import SFTTrainer
 
-from posttrain_dist import config, data, modeling, outputs
+from posttrain_dist import callbacks, config, data, modeling, outputs
 from posttrain_dist.errors import report_user_errors
 
 
@@ -38,6 +38,8 @@ def main(argv=None):
         processing_class=tokenizer,
         peft_config=modeling.peft_config(args.model),
     )
+
+    callbacks.attach(trainer, args)  # run features shared by every recipe
 
     # 5. Train, 6. save, 7. report.
     trainer.train(resume_from_checkpoint=args.training.resume_from_checkpoint)

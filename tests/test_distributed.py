@@ -1,0 +1,163 @@
+"""Two processes on the CPU (gloo) under DDP, DeepSpeed ZeRO-2 and ZeRO-3 (and FSDP2): every method runs and
+saves one model; runs match a single process with twice the gradient accumulation; ZeRO-3 saves whole
+weights and whole adapters; each rank sees its own share of the data, each example once an epoch."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from posttrain_dist import config, launching
+from posttrain_dist.errors import ConfigError
+
+from conftest import ACCELERATE_CONFIGS, PRESETS, TINY, TINY_OVERRIDES, launch, read_safetensors, train_losses
+
+CONFIGS = ["cpu_ddp", "cpu_zero2", "cpu_zero3"]
+EXAMPLES = 16
+TRACE = {"POSTTRAIN_DIST_TRACE_DATA": "1"}
+
+
+@pytest.fixture(scope="module")
+def sixteen(tmp_path_factory):
+    """16 distinct conversations: one epoch is 4 optimizer steps of 2 x 2 (or 1 x 2 x 2 accumulated) examples."""
+    path = tmp_path_factory.mktemp("data") / "sixteen.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"Question {i}: what is {i} plus {i}?"},
+                          {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]} for i in range(EXAMPLES)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def parity_args(preset: str, data: str, output_dir: Path) -> list[str]:
+    return ["--config", str(PRESETS / preset), "--model_name_or_path", TINY, "--dataset_name", data,
+            "--dataset_test_split", "", "--max_steps", "-1", "--num_train_epochs", "1", "--logging_steps", "1",
+            "--per_device_train_batch_size", "2", "--learning_rate", "1e-3", "--warmup_steps", "0",
+            "--lr_scheduler_type", "constant", "--save_strategy", "no", "--merge_adapter", "false", "--lora_dropout", "0",
+            "--output_dir", str(output_dir)]
+
+
+@pytest.fixture(scope="module")
+def sft_runs(tmp_path_factory, sixteen):
+    """SFT full and LoRA: one process with gradient accumulation 2, and two processes under each config."""
+    runs = {}
+    for variant in ("full", "lora"):
+        preset = f"sft_{variant}.yaml"
+        out = tmp_path_factory.mktemp("sft_one") / variant
+        launch("sft", *parity_args(preset, sixteen, out), "--gradient_accumulation_steps", "2", env=TRACE)
+        runs[("one", variant)] = out
+        for accelerate_config in CONFIGS + (["cpu_fsdp2"] if variant == "full" else []):
+            out = tmp_path_factory.mktemp(f"sft_{accelerate_config}") / variant
+            launch("sft", *parity_args(preset, sixteen, out), accelerate_config=accelerate_config, env=TRACE)
+            runs[(accelerate_config, variant)] = out
+    return runs
+
+
+@pytest.mark.parametrize("accelerate_config", CONFIGS + ["cpu_fsdp2"])
+def test_sft_full_matches_one_process(sft_runs, accelerate_config):
+    one, two = sft_runs[("one", "full")], sft_runs[(accelerate_config, "full")]
+    assert len(train_losses(one)) == 4
+    assert train_losses(two) == pytest.approx(train_losses(one), rel=1e-5)
+    reference, saved = read_safetensors(one / "model.safetensors"), read_safetensors(two / "model.safetensors")
+    assert reference.keys() <= saved.keys()
+    # ZeRO-2's gathered state dict holds the tied output head as a separate copy; it must equal the embeddings
+    assert set(saved) - set(reference) <= {"lm_head.weight"}
+    if "lm_head.weight" in saved:
+        assert torch.equal(saved["lm_head.weight"], saved["model.embed_tokens.weight"])
+    for name in reference:
+        assert saved[name].shape == reference[name].shape
+        assert torch.allclose(saved[name], reference[name], atol=1e-5), name
+
+
+@pytest.mark.parametrize("accelerate_config", CONFIGS)
+def test_sft_lora_adapter_matches_one_process(sft_runs, accelerate_config):
+    one, two = sft_runs[("one", "lora")], sft_runs[(accelerate_config, "lora")]
+    assert train_losses(two) == pytest.approx(train_losses(one), rel=1e-5)
+    reference, saved = read_safetensors(one / "adapter_model.safetensors"), read_safetensors(two / "adapter_model.safetensors")
+    assert saved.keys() == reference.keys() and len(saved) == 28  # 7 linear layers x 2 blocks x (A, B)
+    for name in reference:
+        assert saved[name].numel() > 0 and torch.allclose(saved[name], reference[name], atol=1e-5), name
+    assert any(saved[name].abs().sum() > 0 for name in saved if "lora_B" in name)
+
+
+def test_zero3_saves_the_whole_model(sft_runs, tiny_model_path):
+    base = read_safetensors(Path(tiny_model_path) / "model.safetensors")
+    saved = read_safetensors(sft_runs[("cpu_zero3", "full")] / "model.safetensors")
+    assert {k: v.shape for k, v in saved.items()} == {k: v.shape for k, v in base.items()}
+    assert all(not torch.equal(saved[k], base[k]) for k in base if base[k].dim() == 2)
+
+
+@pytest.mark.parametrize("accelerate_config", CONFIGS)
+def test_each_rank_sees_its_own_examples_once_an_epoch(sft_runs, accelerate_config):
+    trace = sft_runs[(accelerate_config, "full")] / "data_trace"
+    ranks = [[fp for line in (trace / f"rank{r}.jsonl").read_text().splitlines() for fp in json.loads(line)]
+             for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == EXAMPLES // 2
+    assert not set(ranks[0]) & set(ranks[1]), "two ranks trained on the same example"
+    seen = ranks[0] + ranks[1]
+    assert len(set(seen)) == len(seen) == EXAMPLES, "an example was dropped or seen twice"
+    one = sft_runs[("one", "full")] / "data_trace" / "rank0.jsonl"
+    assert set(seen) == {fp for line in one.read_text().splitlines() for fp in json.loads(line)}
+
+
+# ---------------------------------------------------------------- DPO and GRPO under each config
+
+
+@pytest.mark.parametrize("accelerate_config", CONFIGS)
+@pytest.mark.parametrize("method", ["dpo", "grpo"])
+@pytest.mark.parametrize("variant", ["full", "lora"])
+def test_dpo_and_grpo_run_and_save_one_model(tmp_path, accelerate_config, method, variant):
+    extra = ["--reward_eval_size", "4", "--max_completion_length", "8"] if method == "grpo" else []
+    launch(method, "--config", str(PRESETS / f"{method}_{variant}.yaml"), *TINY_OVERRIDES, "--output_dir",
+           str(tmp_path), "--merge_adapter", "false", *extra, accelerate_config=accelerate_config)
+    assert len(train_losses(tmp_path)) == 2
+    weights = tmp_path / ("model.safetensors" if variant == "full" else "adapter_model.safetensors")
+    saved = read_safetensors(weights)
+    assert saved and all(t.numel() > 0 for t in saved.values())
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1, "one model, saved once"
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["global_step"] == 2
+
+
+# ---------------------------------------------------------------- combinations refused before launch
+
+
+def test_setup_is_read_from_accelerate_configs():
+    assert launching.distributed_setup(str(ACCELERATE_CONFIGS / "zero3.yaml")).zero_stage == 3
+    assert launching.distributed_setup(str(ACCELERATE_CONFIGS / "fsdp2.yaml")).kind == "fsdp"
+    assert launching.distributed_setup(str(ACCELERATE_CONFIGS / "ddp.yaml")).kind == "ddp"
+    assert launching.distributed_setup(str(ACCELERATE_CONFIGS / "cpu.yaml")).kind == "none"
+
+
+def test_setup_is_read_from_the_launch_environment(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    setup = launching.distributed_setup()
+    assert (setup.kind, setup.zero_stage, setup.num_processes) == ("deepspeed", 3, 4)
+
+
+@pytest.mark.parametrize("accelerate_config", ["zero3.yaml", "fsdp2.yaml"])
+def test_8bit_under_sharding_is_refused(accelerate_config):
+    with pytest.raises(ConfigError, match="8-bit weights cannot be sharded.*zero2.yaml"):
+        config.parse("sft", ["--config", str(PRESETS / "sft_qlora.yaml"), "--load_in_4bit", "false",
+                             "--load_in_8bit", "true"], accelerate_config=str(ACCELERATE_CONFIGS / accelerate_config))
+
+
+def test_qlora_under_zero3_stores_4bit_weights_in_the_model_dtype():
+    args = config.parse("sft", ["--config", str(PRESETS / "sft_qlora.yaml"), "--dtype", "bfloat16"],
+                        accelerate_config=str(ACCELERATE_CONFIGS / "zero3.yaml"))
+    assert args.model.bnb_4bit_quant_storage == "bfloat16"
+    assert args.sources["bnb_4bit_quant_storage"] == "set for DeepSpeed ZeRO-3"
+    plain = config.parse("sft", ["--config", str(PRESETS / "sft_qlora.yaml")],
+                         accelerate_config=str(ACCELERATE_CONFIGS / "zero2.yaml"))
+    assert plain.model.bnb_4bit_quant_storage is None
+
+
+def test_qlora_under_zero3_matches_one_process(tmp_path, sixteen):
+    one, two = tmp_path / "one", tmp_path / "zero3"
+    launch("sft", *parity_args("sft_qlora.yaml", sixteen, one), "--gradient_accumulation_steps", "2", "--max_steps", "2")
+    launch("sft", *parity_args("sft_qlora.yaml", sixteen, two), "--max_steps", "2", accelerate_config="cpu_zero3")
+    assert train_losses(two) == pytest.approx(train_losses(one), rel=1e-5)
+    reference, saved = read_safetensors(one / "adapter_model.safetensors"), read_safetensors(two / "adapter_model.safetensors")
+    # QLoRA adapters train in bfloat16 (trl, after the QLoRA paper): equal up to a bf16 rounding step
+    assert all(torch.allclose(saved[k].float(), reference[k].float(), atol=2e-3) for k in reference)
