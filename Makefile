@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.posttrain-dist-installed
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast slurm-deps clean
 
 install: $(STAMP)
 
@@ -46,13 +46,21 @@ $(STAMP): pyproject.toml
 demo:
 	@start=$$(date +%s); $(MAKE) --no-print-directory install && $(VENV)/bin/posttrain-dist demo --started-at $$start
 
-# Every test, the real-model learning checks included.
-test: install
+# Every test, the real-model learning checks and the Slurm cluster tests included.
+test: install slurm-deps
 	$(PY) -m pytest -q
 
-# The tests that need no real model and no cluster: seconds to a couple of minutes.
+# Debian's Slurm and munge, for the tests that start a two-node Slurm on this machine (marker `slurm`).
+slurm-deps:
+	@if command -v slurmctld >/dev/null 2>&1 && command -v slurmd >/dev/null 2>&1 && [ -x /usr/sbin/munged ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "== installing Slurm and munge (Debian packages)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge >/dev/null; \
+	else echo "== Slurm is not installed and this is not root with apt-get: the slurm tests will fail; run 'sudo make slurm-deps' or 'make test-fast'"; fi
+
+# The tests that need no real model and no Slurm: a few minutes.
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not slurm"
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .errors import report_user_errors
@@ -118,6 +119,74 @@ def _tasks(args) -> None:
     print(f"{len(rows)} {args.task} problems ({args.split}, seed {args.seed}) written to {args.out}")
 
 
+def _accelerate_config(name: str) -> str:
+    from .demo import ROOT
+
+    if os.path.isfile(name):
+        return name
+    path = ROOT / "accelerate_configs" / f"{name}.yaml"
+    if not path.is_file():
+        from .errors import ConfigError
+
+        known = sorted(p.stem for p in (ROOT / "accelerate_configs").glob("*.yaml"))
+        raise ConfigError(f"accelerate config {name!r} is neither a file nor one of {known}.")
+    return str(path)
+
+
+def _launch(args) -> None:
+    import shlex
+    import signal
+
+    from . import config, launching
+    from .demo import ROOT
+
+    accelerate_config = _accelerate_config(args.accelerate)
+    recipe_args = ["--config", args.preset, *args.recipe_args]
+    # Refuse a bad config here, before any process starts or any GPU is held.
+    config.parse(args.method, list(recipe_args), accelerate_config=accelerate_config, target_has_gpus=args.print)
+    if args.nodes is not None:
+        if args.head is None:
+            from .errors import ConfigError
+
+            raise ConfigError("--nodes needs --head (the address of the node with rank 0) and --node-rank.")
+        cluster = launching.Cluster(args.nodes, args.node_rank, args.processes_per_node or 1, args.head, args.port)
+    elif "SLURM_JOB_ID" in os.environ and not args.single_node:
+        cluster = launching.from_slurm(port=args.port if args.port != 29500 else None)
+    else:
+        cluster = None
+    script = str(ROOT / "recipes" / f"{args.method}.py")
+    cmd = launching.accelerate_command(cluster, accelerate_config, script, recipe_args, args.processes_per_node)
+    if args.print:
+        print(" ".join(shlex.quote(c) for c in cmd), flush=True)
+        return
+    # Slurm's preemption signal goes to every process of the step: the launcher must outlive it, the recipe
+    # processes (which install their own handler) checkpoint and exit.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    os.execv(sys.executable, [sys.executable, "-m", "accelerate.commands.launch", *cmd[2:]])
+
+
+def _vllm_server(args) -> None:
+    import shlex
+
+    from . import config, launching
+
+    run = config.parse("grpo", ["--config", args.preset], target_has_gpus=True)
+    gpus = max(1, launching.gpus_on_node(dict(os.environ)))
+    cmd = ["trl", "vllm-serve", "--model", run.model.model_name_or_path, "--tensor-parallel-size", str(gpus),
+           "--port", str(run.training.vllm_server_port), "--host", "0.0.0.0"]
+    if args.print:
+        print(" ".join(shlex.quote(c) for c in cmd), flush=True)
+        return
+    os.execvp(cmd[0], cmd)
+
+
+def _slurm_layout(args) -> None:
+    from . import launching
+
+    for key, value in launching.vllm_layout(server_nodes=args.server_nodes).items():
+        print(f"export {key}={value}")
+
+
 def _demo(args) -> None:
     from . import demo
 
@@ -182,6 +251,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=_tasks)
 
+    p = sub.add_parser("launch", help="start a recipe on this node: one machine, explicit ranks, or from Slurm")
+    p.add_argument("method", choices=["sft", "dpo", "grpo"])
+    p.add_argument("preset", help="the recipe YAML")
+    p.add_argument("--accelerate", default="cpu", help="a name in accelerate_configs/ (zero3, ddp, ...) or a path")
+    p.add_argument("--nodes", type=int, help="nodes in all (explicit multi-node launch; else read from Slurm)")
+    p.add_argument("--node-rank", type=int, default=0)
+    p.add_argument("--head", help="address of the node with rank 0")
+    p.add_argument("--port", type=int, default=29500)
+    p.add_argument("--processes-per-node", type=int, help="default: the GPUs Slurm granted, 1 on CPU nodes")
+    p.add_argument("--single-node", action="store_true", help="ignore the Slurm environment")
+    p.add_argument("--print", action="store_true", help="print the accelerate command instead of running it")
+    p.set_defaults(func=_launch)  # flags for the recipe follow `--`
+
+    p = sub.add_parser("vllm-server", help="serve a GRPO preset's model with `trl vllm-serve` on this node")
+    p.add_argument("preset")
+    p.add_argument("--print", action="store_true")
+    p.set_defaults(func=_vllm_server)
+
+    p = sub.add_parser("slurm-layout", help="print shell exports splitting a Slurm job into training and vLLM nodes")
+    p.add_argument("--server-nodes", type=int, default=1)
+    p.set_defaults(func=_slurm_layout)
+
     p = sub.add_parser("demo", help="the main job: change SmolLM2's identity with DPO, on a CPU")
     p.add_argument("--config", default="recipes/smollm2-135m/dpo_identity.yaml")
     p.add_argument("--output", default="outputs/demo")
@@ -197,7 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 @report_user_errors
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    recipe_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    args = build_parser().parse_args(argv)
+    args.recipe_args = recipe_args
     args.func(args)
 
 

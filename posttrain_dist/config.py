@@ -74,6 +74,13 @@ class RecipeArgs:
         metadata={"help": "Questions asked before and after training (greedy); the answers go into the report."},
     )
     eval_max_new_tokens: int = field(default=64, metadata={"help": "Token budget for each before/after answer."})
+    auto_resume: bool = field(
+        default=True,
+        metadata={
+            "help": "Resume from the newest complete checkpoint in output_dir (a requeued job continues where it "
+            "stopped). Incomplete checkpoints are removed first."
+        },
+    )
     perplexity_dataset: str | None = field(
         default=None,
         metadata={
@@ -176,6 +183,11 @@ class _RunDefaults:
     )
 
     def __post_init__(self):
+        if self.save_total_limit == 1:
+            raise ConfigError(
+                "`save_total_limit: 1` can delete the last complete checkpoint just before a crash leaves the new "
+                "one unfinished; keep at least 2 (`save_total_limit: 2`)."
+            )
         if not _has_accelerator():
             self.use_cpu = True
             if self.bf16 is None:

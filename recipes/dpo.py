@@ -43,10 +43,8 @@ def main(argv=None):
         peft_config=modeling.peft_config(args.model),
     )
 
-    callbacks.attach(trainer, args)  # run features shared by every recipe
-
     # 5. Train, 6. save, 7. report (answers, identity adoption and perplexity before and after).
-    trainer.train(resume_from_checkpoint=args.training.resume_from_checkpoint)
+    callbacks.train(trainer, args)  # resumes from the newest complete checkpoint; on SIGUSR1 checkpoints, exits 75
     outputs.save(trainer, args, tokenizer)
     outputs.report(trainer, args)
     return trainer

@@ -1,0 +1,125 @@
+"""A real Slurm cluster on this machine for the tests: munged, slurmctld and two slurmd posing as nodes n1, n2.
+
+Debian's Slurm 22.05 (`make slurm-deps` installs it). Everything lives in a temporary folder with its
+own munge key and socket, ports and state, and is stopped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NODES = ("n1", "n2")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def missing_binaries() -> list[str]:
+    return [b for b in ("munged", "slurmctld", "slurmd", "sbatch", "scontrol") if shutil.which(b) is None
+            and not os.path.exists(f"/usr/sbin/{b}")]
+
+
+class MiniSlurm:
+    def __init__(self):
+        self.root = Path(tempfile.mkdtemp(prefix="ptslurm-", dir="/tmp"))  # short: munge's socket path is limited
+        self.conf = self.root / "slurm.conf"
+        self.host = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+        self.env = {**os.environ, "SLURM_CONF": str(self.conf),
+                    "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}:/usr/sbin"}
+
+    def _run(self, *cmd, check=True, **kwargs):
+        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, check=check, timeout=60, **kwargs)
+
+    def start(self) -> None:
+        munge = self.root / "munge"
+        munge.mkdir()
+        (munge / "key").write_bytes(os.urandom(1024))
+        shutil.chown(munge, "munge", "munge")
+        shutil.chown(munge / "key", "munge", "munge")
+        os.chmod(munge / "key", 0o400)
+        self.socket = munge / "sock"
+        subprocess.run(["/usr/sbin/munged", "--force", f"--socket={self.socket}", f"--key-file={munge / 'key'}",
+                        f"--log-file={munge / 'log'}", f"--pid-file={munge / 'pid'}", f"--seed-file={munge / 'seed'}"],
+                       check=True, capture_output=True)
+        for sub in ("state", "spool", "log"):
+            (self.root / sub).mkdir()
+        nodes = "\n".join(
+            f"NodeName={n} NodeHostname={self.host} NodeAddr=127.0.0.1 Port={_free_port()} CPUs=1 RealMemory=8000 "
+            "State=UNKNOWN" for n in NODES)
+        self.conf.write_text(f"""ClusterName=ptest
+SlurmctldHost={self.host}
+SlurmctldPort={_free_port()}
+AuthType=auth/munge
+AuthInfo=socket={self.socket}
+CredType=cred/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation={self.root}/state
+SlurmdSpoolDir={self.root}/spool/%n
+SlurmctldPidFile={self.root}/slurmctld.pid
+SlurmdPidFile={self.root}/slurmd.%n.pid
+SlurmctldLogFile={self.root}/log/slurmctld.log
+SlurmdLogFile={self.root}/log/slurmd.%n.log
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+MpiDefault=none
+JobCompType=jobcomp/none
+AccountingStorageType=accounting_storage/none
+KillWait=10
+MinJobAge=600
+{nodes}
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+""")
+        self._run("slurmctld", "-f", str(self.conf))
+        for node in NODES:
+            self._run("slurmd", "-f", str(self.conf), "-N", node)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            out = self._run("sinfo", "-h", "-o", "%T %D", check=False).stdout.split()
+            if out[:2] == ["idle", str(len(NODES))]:
+                return
+            time.sleep(1)
+        raise RuntimeError(f"the mini Slurm cluster did not come up: {self._run('sinfo', check=False).stdout}")
+
+    def sbatch(self, *args: str, env: dict | None = None, cwd=None) -> str:
+        out = subprocess.run(["sbatch", "--parsable", *args], env={**self.env, **(env or {})}, cwd=cwd,
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+        return out.strip().split(";")[0]
+
+    def job(self, job_id: str) -> dict:
+        out = self._run("scontrol", "show", "job", "-o", job_id, check=False).stdout
+        return dict(token.split("=", 1) for token in out.split() if "=" in token)
+
+    def wait(self, job_id: str, timeout: float, until=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL")) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            info = self.job(job_id)
+            if info.get("JobState") in until:
+                return info
+            time.sleep(1)
+        raise TimeoutError(f"job {job_id} still {self.job(job_id).get('JobState')} after {timeout} s")
+
+    def stop(self) -> None:
+        self._run("scontrol", "shutdown", check=False)
+        time.sleep(1)
+        for pid_file in self.root.glob("*.pid"):
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            except (ValueError, ProcessLookupError):
+                pass
+        subprocess.run(["/usr/sbin/munged", "--stop", f"--socket={self.socket}"], capture_output=True)
