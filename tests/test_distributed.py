@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from posttrain_dist import config, launching
+from posttrain_dist import callbacks, config, launching
 from posttrain_dist.errors import ConfigError
 
 from conftest import ACCELERATE_CONFIGS, PRESETS, TINY, TINY_OVERRIDES, launch, read_safetensors, train_losses
@@ -89,14 +89,14 @@ def test_zero3_saves_the_whole_model(sft_runs, tiny_model_path):
 @pytest.mark.parametrize("accelerate_config", CONFIGS)
 def test_each_rank_sees_its_own_examples_once_an_epoch(sft_runs, accelerate_config):
     trace = sft_runs[(accelerate_config, "full")] / "data_trace"
-    ranks = [[fp for line in (trace / f"rank{r}.jsonl").read_text().splitlines() for fp in json.loads(line)]
+    ranks = [[fp for line in callbacks.read_trace(str(trace / f"rank{r}.jsonl")) for fp in line["examples"]]
              for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == EXAMPLES // 2
     assert not set(ranks[0]) & set(ranks[1]), "two ranks trained on the same example"
     seen = ranks[0] + ranks[1]
     assert len(set(seen)) == len(seen) == EXAMPLES, "an example was dropped or seen twice"
     one = sft_runs[("one", "full")] / "data_trace" / "rank0.jsonl"
-    assert set(seen) == {fp for line in one.read_text().splitlines() for fp in json.loads(line)}
+    assert set(seen) == {fp for line in callbacks.read_trace(str(one)) for fp in line["examples"]}
 
 
 # ---------------------------------------------------------------- DPO and GRPO under each config
