@@ -185,8 +185,15 @@ def attach(trainer, args) -> Preemption:
 
 def train(trainer, args) -> None:
     """Train, resuming from the newest complete checkpoint; on a preemption signal checkpoint and exit 75."""
+    from . import outputs
+
     preemption = attach(trainer, args)
     output_dir = args.training.output_dir
+    if trainer.accelerator.is_main_process:
+        removed = outputs.start_run(args)
+        if removed:
+            print(f"overwrite_output_dir: removed the earlier run's {', '.join(removed)} from {output_dir}", flush=True)
+    trainer.accelerator.wait_for_everyone()
     resume = args.training.resume_from_checkpoint
     if resume is None and args.recipe.auto_resume:
         if trainer.accelerator.is_main_process:

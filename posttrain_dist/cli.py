@@ -8,6 +8,8 @@
     posttrain-dist curate identity ...         correction pairs: the model's answers vs renamed ones (DPO data)
     posttrain-dist curate best-of-k ...        K sampled answers scored by a reward: pairs and SFT rows
     posttrain-dist tasks arithmetic|countdown  generated verifiable tasks with a seed, to JSONL
+    posttrain-dist plan PRESET [--accelerate X] resolved config, batch and steps, launch command, memory estimate
+    posttrain-dist merge ADAPTER_DIR           merge a LoRA adapter into its base; check greedy answers match
 """
 
 from __future__ import annotations
@@ -165,6 +167,48 @@ def _launch(args) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "accelerate.commands.launch", *cmd[2:]])
 
 
+def _method_of(preset: str, method: str | None) -> str:
+    if method:
+        return method
+    stem = os.path.basename(preset).split("_")[0].split(".")[0]
+    if stem in ("sft", "dpo", "grpo"):
+        return stem
+    from .errors import ConfigError
+
+    raise ConfigError(f"cannot tell the method from the file name {preset!r}; give --method sft|dpo|grpo.")
+
+
+def _plan(args) -> None:
+    from . import planning
+    from .demo import ROOT
+
+    accelerate_config = _accelerate_config(args.accelerate)
+    if os.path.abspath(accelerate_config).startswith(os.getcwd() + os.sep):  # shorter to read, same file
+        accelerate_config = os.path.relpath(accelerate_config)
+    plan = planning.make(_method_of(args.preset, args.method), args.preset, accelerate_config,
+                         args.nodes, args.gpus_per_node, args.recipe_args,
+                         script=os.path.join("recipes", f"{_method_of(args.preset, args.method)}.py"))
+    print(planning.render(plan, show_all=args.all))
+
+
+def _merge(args) -> None:
+    from . import generation, outputs
+
+    target = args.out or os.path.join(args.adapter, "merged")
+    outputs.merge_adapter(args.adapter, target)
+    print(f"merged {args.adapter} into its base (float32): {target}")
+    prompts = _read_prompts(args) if (args.prompts or args.prompts_file) else generation.MERGE_CHECK_PROMPTS
+    check = generation.same_greedy_answers(args.adapter, target, prompts, args.max_new_tokens)
+    print(generation.text_table(check["rows"], ("prompt", "adapter", "merged")))
+    print(f"\nlargest logit difference on the prompts: {check['max_logit_difference']:.2e}")
+    if not check["equal"]:
+        from .errors import UserError
+
+        raise UserError(f"the merged model answers {check['differing']} of {len(prompts)} prompts differently from "
+                        f"the adapter model; do not ship {target} (see the table above).")
+    print(f"greedy answers equal on all {len(prompts)} prompts")
+
+
 def _vllm_server(args) -> None:
     import shlex
 
@@ -263,6 +307,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--single-node", action="store_true", help="ignore the Slurm environment")
     p.add_argument("--print", action="store_true", help="print the accelerate command instead of running it")
     p.set_defaults(func=_launch)  # flags for the recipe follow `--`
+
+    p = sub.add_parser("plan", help="check a recipe config and show its batch, steps, launch command and memory")
+    p.add_argument("preset", help="the recipe YAML")
+    p.add_argument("--method", choices=["sft", "dpo", "grpo"], help="default: from the file name (sft_*.yaml, ...)")
+    p.add_argument("--accelerate", default="cpu", help="a name in accelerate_configs/ (zero3, ddp, ...) or a path")
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--gpus-per-node", type=int, help="default: the accelerate config's num_processes")
+    p.add_argument("--all", action="store_true", help="list every config value, defaults included")
+    p.set_defaults(func=_plan)  # recipe overrides follow `--`
+
+    p = sub.add_parser("merge", help="merge a LoRA adapter into its base in full precision and check it")
+    p.add_argument("adapter", help="the output folder of a LoRA/QLoRA run (adapter_config.json)")
+    p.add_argument("--out", help="where the merged model goes (default: ADAPTER/merged)")
+    p.add_argument("prompts", nargs="*", help="questions to compare on (default: a few built in)")
+    p.add_argument("--prompts-file")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.set_defaults(func=_merge)
 
     p = sub.add_parser("vllm-server", help="serve a GRPO preset's model with `trl vllm-serve` on this node")
     p.add_argument("preset")

@@ -23,7 +23,7 @@ from typing import Any
 import trl
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, warn
 from . import data, launching, modeling
 from .modeling import DEFAULT_MODEL
 
@@ -88,6 +88,13 @@ class RecipeArgs:
             "a check that general ability survives. Uses its `test` split when it has one."
         },
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace another run found in output_dir (its checkpoints and outputs are deleted when training "
+            "starts). Without it such a folder is refused; the same run (same config) always resumes."
+        },
+    )
 
     def __post_init__(self):
         if self.dataset_name and self.dataset_mixture:
@@ -149,6 +156,12 @@ class ModelArgs(trl.ModelConfig):
 # Set by `parse(..., target_has_gpus=True)`: validate for the GPU machine a config is meant for (a cluster
 # preset checked on a laptop, `posttrain-dist plan`), not for the machine doing the checking.
 _TARGET_HAS_GPUS = contextvars.ContextVar("target_has_gpus", default=False)
+# Set by `parse(..., world_size=N)`: check batch arithmetic for N processes (a plan), not this process's.
+_WORLD_SIZE = contextvars.ContextVar("world_size", default=None)
+
+
+def _world_size() -> int:
+    return _WORLD_SIZE.get() or int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _target_has_gpus() -> bool:
@@ -174,6 +187,13 @@ class _RunDefaults:
     processes talk over gloo.
     """
 
+    report_to: None | str | list[str] = field(
+        default="tensorboard",
+        metadata={
+            "help": "Where the logged metrics go besides metrics.json and the PNG curves: tensorboard (default, under "
+            "output_dir/runs), wandb, trackio, all, or none."
+        },
+    )
     ddp_timeout: int = field(
         default=7200,
         metadata={
@@ -188,7 +208,7 @@ class _RunDefaults:
                 "`save_total_limit: 1` can delete the last complete checkpoint just before a crash leaves the new "
                 "one unfinished; keep at least 2 (`save_total_limit: 2`)."
             )
-        if not _has_accelerator():
+        if not _has_accelerator():  # (also when validating for GPUs from a CPU machine: transformers checks this one)
             self.use_cpu = True
             if self.bf16 is None:
                 self.bf16 = False
@@ -296,7 +316,7 @@ class GRPOArgs(_RunDefaults, trl.GRPOConfig):
     """trl's GRPOConfig (all of it), with the CPU handled and the batch arithmetic explained."""
 
     def __post_init__(self):
-        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        processes = _world_size()
         per_step = self.per_device_train_batch_size * processes
         steps = self.steps_per_generation or self.gradient_accumulation_steps
         batch = self.generation_batch_size or per_step * steps
@@ -345,6 +365,15 @@ class Args:
         return values
 
 
+def field_helps(method: str) -> dict[str, str]:
+    """Each field's help text, for `posttrain-dist plan`."""
+    helps = {}
+    for cls in (METHODS[method][0], ModelArgs, METHODS[method][1]):
+        for f in dataclasses.fields(cls):
+            helps.setdefault(f.name, str(f.metadata.get("help", "")).strip())
+    return helps
+
+
 def _plain(value):
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
@@ -383,8 +412,17 @@ def _unwrap_optional(hint):
 
 
 def _type_ok(value, hint) -> bool:
-    """Does a YAML value fit a dataclass field's type hint? Strings are left to argparse's conversion."""
-    if value is None or isinstance(value, str):
+    """Does a YAML value fit a dataclass field's type hint? Strings are left to argparse's conversion, except
+    where the field takes only numbers (YAML reads `1e-5` as a string; `fast` is no number)."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        numeric = [o for o in _unwrap_optional(hint) if o in (int, float)]
+        if numeric and len(numeric) == len(_unwrap_optional(hint)):
+            try:
+                float(value)
+            except ValueError:
+                return False
         return True
     for option in _unwrap_optional(hint):
         origin = typing.get_origin(option) or option
@@ -419,17 +457,19 @@ def _describe(hint) -> str:
 
 
 def parse(method: str, argv: list[str] | None = None, target_has_gpus: bool = False,
-          accelerate_config: str | None = None) -> Args:
+          accelerate_config: str | None = None, world_size: int | None = None) -> Args:
     """Parse `--config FILE` plus command-line overrides into validated dataclasses; load nothing.
 
     `target_has_gpus` validates for the GPU machines a config is meant for, from any machine;
     `accelerate_config` for the distributed setup of that file instead of this process's.
     """
     token = _TARGET_HAS_GPUS.set(target_has_gpus)
+    world = _WORLD_SIZE.set(world_size)
     try:
         return _parse(method, argv, accelerate_config)
     finally:
         _TARGET_HAS_GPUS.reset(token)
+        _WORLD_SIZE.reset(world)
 
 
 def _parse(method: str, argv: list[str] | None, accelerate_config: str | None = None) -> Args:
@@ -537,6 +577,93 @@ def validate(args: Args, setup: launching.Setup | None = None) -> None:
     template = args.recipe.chat_template
     if template is not None:
         modeling.resolve_chat_template_source(template)
+    check_report_to(args.training.report_to)
+    differences = run_differences(args)
+    if differences and not args.recipe.overwrite_output_dir:
+        raise ConfigError(
+            f"output_dir {args.training.output_dir!r} holds another run ({differences}); choose a new "
+            "`output_dir`, or set `overwrite_output_dir: true` to replace that run. (A run with the same config "
+            "resumes from its checkpoints instead.)"
+        )
+    warn_out_of_range(args)
+
+
+# Integrations `report_to` may name, and the package each needs.
+_REPORTERS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow",
+              "comet_ml": "comet_ml", "clearml": "clearml", "swanlab": "swanlab", "dvclive": "dvclive"}
+
+
+def check_report_to(report_to) -> None:
+    """Each logger named in `report_to` is known and installed (else the run fails only once the trainer starts)."""
+    import importlib.util
+
+    names = [report_to] if isinstance(report_to, str) or report_to is None else list(report_to)
+    for name in names:
+        if name in (None, "none", "all", "azure_ml", "codecarbon", "neptune", "dagshub", "flyte", "kubeflow"):
+            continue
+        if name not in _REPORTERS:
+            raise ConfigError(f"`report_to` names {name!r}, which is no logger; {_suggest(name, sorted(_REPORTERS))}")
+        if importlib.util.find_spec(_REPORTERS[name]) is None:
+            raise ConfigError(
+                f"`report_to: {name}` needs the {_REPORTERS[name]} package: `pip install {_REPORTERS[name]}` "
+                "(then log in if it is a hosted service), or drop it from `report_to`."
+            )
+
+
+# Values that may change between the attempts of one run (bookkeeping, the machine, how long it runs).
+_SAME_RUN_IGNORES = {
+    "output_dir", "overwrite_output_dir", "auto_resume", "logging_dir", "report_to", "run_name", "ddp_backend",
+    "use_cpu", "bnb_4bit_quant_storage", "max_steps", "num_train_epochs", "save_steps", "save_total_limit",
+    "logging_steps", "eval_steps", "dataloader_num_workers", "push_to_hub", "hub_model_id", "ddp_timeout",
+}
+# A folder holding any of these holds a run.
+_RUN_FILES = ("config.yaml", "model.safetensors", "adapter_model.safetensors", "trainer_state.json")
+
+
+def run_differences(args: Args) -> str | None:
+    """None when output_dir holds no run or the same run; else what differs from the run found there."""
+    out = args.training.output_dir
+    if not os.path.isdir(out):
+        return None
+    names = os.listdir(out)
+    if not (any(n.startswith("checkpoint-") for n in names) or any(n in names for n in _RUN_FILES)):
+        return None
+    stored_path = os.path.join(out, "config.yaml")
+    if not os.path.isfile(stored_path):
+        return "model files or checkpoints, but no config.yaml of a posttrain-dist run"
+    with open(stored_path) as f:
+        stored = yaml.safe_load(f) or {}
+    if stored.get("method") != args.method:
+        return f"a {stored.get('method')} run, not {args.method}"
+    if not args.recipe.auto_resume:
+        return "a run with checkpoints, and `auto_resume` is off"
+    current = args.resolved()
+    changed = [
+        f"{key}: {stored.get(key)!r} there, {current.get(key)!r} now"
+        for key in sorted(set(current) | (set(stored) - {"method", "config_file", "sources"}))
+        if key not in _SAME_RUN_IGNORES and stored.get(key) != current.get(key)
+    ]
+    if not changed:
+        return None
+    more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+    return "its config differs in " + "; ".join(changed[:3]) + more
+
+
+# Learning rates beyond these are almost always a typo (1e-3 for 1e-5) rather than a choice.
+_LR_RANGES = {"full": (1e-8, 1e-4), "lora": (1e-7, 2e-3)}
+
+
+def warn_out_of_range(args: Args) -> None:
+    kind = "lora" if args.model.use_peft else "full"
+    low, high = _LR_RANGES[kind]
+    lr = args.training.learning_rate
+    if not low <= lr <= high:
+        usual = "1e-6 to 5e-5" if kind == "full" else "5e-5 to 5e-4"
+        warn(f"learning_rate {lr:g} is outside {low:g} to {high:g}, where {'LoRA' if kind == 'lora' else 'full'} "
+             f"{args.method.upper()} runs train ({usual} is usual); check for a typo.")
+    if args.method == "dpo" and not 0.01 <= args.training.beta <= 1.0:
+        warn(f"DPO beta {args.training.beta:g} is outside 0.01 to 1.0 (the course uses 0.1 to 0.2): a small beta "
+             "lets the model drift far from the reference, a large one barely moves it.")
 
 
 def check_distributed(args: Args, setup: launching.Setup) -> None:

@@ -21,6 +21,12 @@ class DataError(UserError):
     """Data that is missing, empty or in a format the method does not take."""
 
 
+def warn(message: str) -> None:
+    """A config that runs but is probably not what the user meant (a learning rate far out of range): said on
+    stderr, and the run goes on."""
+    print(f"posttrain-dist: warning: {message}", file=sys.stderr, flush=True)
+
+
 def report_user_errors(main):
     """Decorate a `main` so that a `UserError` ends the process with its message and status 2."""
 

@@ -125,6 +125,40 @@ def before_after(before: str, after: str, prompts: list[str], max_new_tokens: in
     return rows
 
 
+MERGE_CHECK_PROMPTS = [
+    "What is the capital of France?",
+    "Who are you?",
+    "Write one sentence about the sea.",
+    "What is 12 plus 7?",
+]
+
+
+def same_greedy_answers(adapter: str, merged: str, prompts: list[str], max_new_tokens: int = 32) -> dict:
+    """Do a LoRA adapter (on its base) and its merged model give the same greedy tokens, both in float32?
+
+    Also the largest difference of their next-token logits over the prompts: merging changes the
+    order of the additions, so equality is up to float rounding, which greedy decoding hides unless
+    two tokens nearly tie.
+    """
+    import torch
+
+    tokens, logits = {}, {}
+    for key, path in (("adapter", adapter), ("merged", merged)):
+        model, tokenizer = load_for_generation(path, dtype="float32")
+        texts, ids = answer(model, tokenizer, prompts, max_new_tokens, return_ids=True)
+        tokens[key] = (texts, ids)
+        chats = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                               tokenize=False) for p in prompts]
+        with torch.no_grad():
+            logits[key] = [model(**tokenizer(c, return_tensors="pt", add_special_tokens=False).to(model.device)
+                                 ).logits.float().cpu() for c in chats]
+        del model
+    rows = [{"prompt": p, "adapter": a, "merged": m} for p, a, m in zip(prompts, tokens["adapter"][0], tokens["merged"][0])]
+    differing = sum(a != m for a, m in zip(tokens["adapter"][1], tokens["merged"][1]))
+    difference = max((a - m).abs().max().item() for a, m in zip(logits["adapter"], logits["merged"]))
+    return {"rows": rows, "equal": differing == 0, "differing": differing, "max_logit_difference": difference}
+
+
 def mentions(text: str, name: str) -> bool:
     return re.search(rf"\b{re.escape(name)}\b", text, flags=re.IGNORECASE) is not None
 

@@ -8,6 +8,8 @@
       generation_config.json             stops at the chat template's end-of-turn token
       config.yaml                        the resolved config: every value, and where it came from
       metrics.json                       final metrics and the logged history
+      curves.png                         the method's training curves (loss, rewards, margins, lengths, lr)
+      runs/                              TensorBoard logs (report_to: tensorboard, the default)
       report.md                          config summary, metrics, before/after answers
       checkpoint-N/                      intermediate checkpoints (Trainer's save strategy)
 """
@@ -19,7 +21,7 @@ import os
 
 import yaml
 
-from . import generation
+from . import curves, generation
 
 
 def save(trainer, args, tokenizer) -> None:
@@ -31,16 +33,59 @@ def save(trainer, args, tokenizer) -> None:
     tokenizer.save_pretrained(out)
     model = trainer.accelerator.unwrap_model(trainer.model)
     model.generation_config.save_pretrained(out)
-    with open(os.path.join(out, "config.yaml"), "w") as f:
-        yaml.safe_dump({"method": args.method, "config_file": args.config_path, **args.resolved()}, f, sort_keys=False)
-        f.write("\n# where each value came from (default, file, command line)\n")
-        yaml.safe_dump({"sources": {k: v for k, v in args.sources.items() if v != "default"}}, f, sort_keys=True)
+    write_config(args)
     history = trainer.state.log_history
     final = next((entry for entry in reversed(history) if "train_runtime" in entry), {})
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump({"final": final, "global_step": trainer.state.global_step, "log_history": history}, f, indent=1)
+    curves.plot(history, args.method, os.path.join(out, "curves.png"),
+                title=f"{args.method.upper()} of {args.model.model_name_or_path}: {out}")
     if args.model.use_peft and args.recipe.merge_adapter:
         merge_adapter(out, os.path.join(out, "merged"))
+
+
+def write_config(args) -> None:
+    """config.yaml: every resolved value, then where the non-default ones came from."""
+    out = args.training.output_dir
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "config.yaml"), "w") as f:
+        yaml.safe_dump({"method": args.method, "config_file": args.config_path, **args.resolved()}, f, sort_keys=False)
+        f.write("\n# where each value came from (default, file, command line)\n")
+        yaml.safe_dump({"sources": {k: v for k, v in args.sources.items() if v != "default"}}, f, sort_keys=True)
+
+
+def config_table(args) -> str:
+    """A markdown table of the values that differ from the defaults, with where each came from."""
+    values = args.resolved()
+    rows = [f"| `{key}` | `{_short(values.get(key))}` | {source} |"
+            for key, source in sorted(args.sources.items()) if source != "default" and key in values]
+    return "\n".join(["| key | value | from |", "|---|---|---|", *rows])
+
+
+def _short(value, limit: int = 80) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    text = text.replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def start_run(args) -> list[str]:
+    """Claim output_dir for this run (main process, before training): replace another run when told to,
+    then write config.yaml, so that a restarted attempt of the same run is recognised and resumes."""
+    import shutil
+
+    from . import config
+
+    out = args.training.output_dir
+    removed = []
+    if args.recipe.overwrite_output_dir and config.run_differences(args):
+        for name in sorted(os.listdir(out)):
+            if name.startswith("checkpoint-") or name in ("runs", "merged") or name in config._RUN_FILES or \
+                    name.endswith(".safetensors") or name in ("metrics.json", "evaluation.json", "report.md"):
+                path = os.path.join(out, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+                removed.append(name)
+    write_config(args)
+    return removed
 
 
 def merge_adapter(adapter_dir: str, target: str, dtype: str = "float32") -> str:
@@ -162,20 +207,32 @@ def report(trainer, args) -> dict:
                     zip(before["held_out_rewards"]["examples"], after["held_out_rewards"]["examples"])]
         sections += ["## Held-out rewards", "", line, "", generation.markdown_table(examples, ("before", "after")), ""]
     metrics = json.load(open(os.path.join(out, "metrics.json")))["final"]
+    rows_trained = len(trainer.train_dataset) if trainer.train_dataset is not None else "?"
+    rows_eval = len(trainer.eval_dataset) if getattr(trainer, "eval_dataset", None) is not None else 0
+    data_source = recipe.dataset_name or recipe.dataset_mixture or getattr(recipe, "identity_prompts", None)
     lines = [
         f"# {args.method.upper()} run: {out}",
         "",
         f"- model: `{args.model.model_name_or_path}`"
         + (f" with LoRA r={args.model.lora_r}" if args.model.use_peft else " (full parameters)")
         + (" on a 4-bit base (QLoRA)" if args.model.load_in_4bit else ""),
-        f"- data: `{recipe.dataset_name or recipe.dataset_mixture or getattr(recipe, 'identity_prompts', None)}`",
-        f"- config: `{args.config_path}` (resolved values in config.yaml)",
+        f"- data: `{data_source}`: {rows_trained} training rows"
+        + (f", {rows_eval} evaluation rows" if rows_eval else "")
+        + (" (pairs curated from the model's own answers: identity_pairs.jsonl)"
+           if getattr(recipe, "identity_new_name", None) else ""),
+        f"- config: `{args.config_path}` (every resolved value in config.yaml)",
         f"- optimizer steps: {trainer.state.global_step}",
+        "",
+        "## Config (values that are not defaults)",
+        "",
+        config_table(args),
         "",
         "## Final metrics",
         "",
         *[f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in metrics.items()],
         "",
+        *(["## Curves", "", "![training curves](curves.png)", ""]
+          if os.path.isfile(os.path.join(out, "curves.png")) else []),
         *sections,
     ]
     with open(os.path.join(out, "report.md"), "w") as f:

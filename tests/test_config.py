@@ -73,7 +73,7 @@ def test_wrong_type_in_file_is_named(tmp_path):
 
 def test_unconvertible_string_is_refused(tmp_path):
     path = write(tmp_path, "dataset_name: builtin:sft-basics\nmax_steps: ten\n")
-    with pytest.raises(ConfigError, match="max_steps.*invalid int value: 'ten'"):
+    with pytest.raises(ConfigError, match="'max_steps' in .* should be int, got str 'ten'"):
         config.parse("sft", ["--config", path])
 
 

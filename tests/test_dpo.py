@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
-from posttrain_dist import config, generation, modeling
+from posttrain_dist import cli, config, curves, generation, modeling
 
 from conftest import PRESETS, TINY_OVERRIDES, launch, load_recipe, read_safetensors, train_losses
 
@@ -222,3 +222,16 @@ def test_curation_where_every_pair_is_identical_trains_nothing(tmp_path, capsys,
     assert "curation produced no usable pair" in err and "96 dropped" in err
     assert not (tmp_path / "o" / "identity_pairs.jsonl").exists()
     assert not (tmp_path / "o" / "model.safetensors").exists()
+
+
+def test_dpo_curves_show_margins_and_accuracy(runs):
+    history = json.loads((runs["full"] / "metrics.json").read_text())["log_history"]
+    assert (runs["full"] / "curves.png").read_bytes().startswith(b"\x89PNG")
+    panels = curves.plot(history, "dpo", str(runs["full"] / "again.png"))
+    assert {"loss", "reward margin", "preference accuracy"} <= set(panels)
+
+
+def test_merge_command_on_a_lora_dpo_run(runs, tmp_path, capsys):
+    cli.main(["merge", str(runs["lora"]), "--out", str(tmp_path / "m"), "--max-new-tokens", "8"])
+    assert "greedy answers equal on all 4 prompts" in capsys.readouterr().out
+    assert (tmp_path / "m" / "model.safetensors").is_file()

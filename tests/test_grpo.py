@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from posttrain_dist import config, data, modeling
+from posttrain_dist import config, curves, data, modeling
 from posttrain_dist.errors import ConfigError, DataError
 
 from conftest import PRESETS, TINY_OVERRIDES, launch, load_recipe, read_safetensors, train_losses
@@ -167,3 +167,12 @@ def test_generated_tasks_repeat_and_hold_out():
     puzzles = tasks.countdown("test")
     answers = [f"<answer>{p['solution']}</answer>" for p in puzzles]
     assert countdown_equation(answers, [p["numbers"] for p in puzzles], [p["target"] for p in puzzles]) == [1.0] * 100
+
+
+def test_grpo_curves_show_each_reward_its_spread_and_lengths(runs):
+    output_dir = runs["full"]
+    history = json.loads((output_dir / "metrics.json").read_text())["log_history"]
+    assert (output_dir / "curves.png").read_bytes().startswith(b"\x89PNG")
+    assert curves._lines(history, curves.PANELS["grpo"][0][2])[1][0] == "says_target"
+    panels = curves.plot(history, "grpo", str(output_dir / "again.png"))
+    assert {"mean reward", "reward spread", "completion length"} <= set(panels)

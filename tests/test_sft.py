@@ -10,7 +10,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM
 
-from posttrain_dist import config, data, generation, modeling
+from posttrain_dist import cli, config, curves, data, generation, modeling
 
 from conftest import PRESETS, TINY_OVERRIDES, launch, load_recipe, read_safetensors, train_losses
 
@@ -24,7 +24,8 @@ def runs(tmp_path_factory, tiny_model_path):
     for variant, preset in VARIANTS.items():
         output_dir = tmp_path_factory.mktemp("sft") / variant
         launch("sft", "--config", str(PRESETS / preset), *TINY_OVERRIDES, "--output_dir", str(output_dir),
-               "--eval_prompts", "Say hi.", "--eval_max_new_tokens", "4")
+               "--eval_prompts", "Say hi.", "--eval_max_new_tokens", "4",
+               *(["--report_to", "tensorboard"] if variant == "lora" else []))
         out[variant] = output_dir
     return out
 
@@ -82,7 +83,7 @@ def test_outputs_reload_and_generate(runs, variant):
     out = model.generate(**batch, max_new_tokens=5, min_new_tokens=5, do_sample=False)
     assert out.shape[1] == batch["input_ids"].shape[1] + 5
     assert (output_dir / "chat_template.jinja").read_text() == tokenizer.chat_template
-    assert (output_dir / "report.md").read_text().count("Say hi.") == 1
+    assert (output_dir / "report.md").read_text().count("| Say hi. |") == 1  # one row in the answers table
     if variant != "full":
         merged = AutoModelForCausalLM.from_pretrained(output_dir / "merged")
         with torch.no_grad():
@@ -195,3 +196,34 @@ def test_missing_model_path_fails_before_loading(tmp_path, capsys, no_model_load
                            str(tmp_path / "no-model"), "--output_dir", str(output_dir)])
     assert "no-model' does not exist" in err
     assert not output_dir.exists()
+
+
+def test_run_folder_holds_curves_report_and_tensorboard_logs(runs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    output_dir = runs["lora"]
+    history = json.loads((output_dir / "metrics.json").read_text())["log_history"]
+    png = (output_dir / "curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert curves.plot(history, "sft", str(output_dir / "again.png"))[:2] == ["loss", "learning rate"]
+    report = (output_dir / "report.md").read_text()
+    for part in ("## Config", "`use_peft` | `true` | file", "builtin:sft-basics", "training rows", "## Final metrics",
+                 "![training curves](curves.png)", "## Answers before and after", "Say hi."):
+        assert part in report, part
+    events = list((output_dir / "runs").rglob("events.out.tfevents.*"))
+    assert events, "report_to: tensorboard wrote no event file"
+    accumulator = EventAccumulator(str(events[0].parent))
+    accumulator.Reload()
+    logged = [e.value for e in accumulator.Scalars("train/loss")]
+    assert logged == pytest.approx(train_losses(output_dir), rel=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["lora", "qlora"])
+def test_merge_command_gives_the_adapter_models_answers(runs, tmp_path, capsys, variant):
+    target = tmp_path / "merged"
+    cli.main(["merge", str(runs[variant]), "--out", str(target), "--max-new-tokens", "8"])
+    out = capsys.readouterr().out
+    assert "greedy answers equal on all 4 prompts" in out
+    merged = AutoModelForCausalLM.from_pretrained(target)
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    assert (target / "tokenizer_config.json").is_file()

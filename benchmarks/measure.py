@@ -1,0 +1,108 @@
+"""Run one training in this process and print what it cost, as one JSON line (used by benchmarks/run.py).
+
+    python benchmarks/measure.py recipe sft ARGS...     our recipe (recipes/sft.py main)
+    python benchmarks/measure.py plain-sft ARGS...      trl's SFTTrainer called directly (see plain_sft)
+
+Measured: the process's resident memory just before training starts loading anything (after the
+imports) and its peak (VmHWM), the trainer's train_runtime, optimizer steps, and real (non-padding)
+tokens trained on; with POSTTRAIN_DIST_TIME_GENERATE=1 also the seconds spent in `generate`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _status(key: str) -> int:
+    """A /proc/self/status value in bytes (VmRSS, VmHWM)."""
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def _time_generate() -> dict:
+    import transformers
+
+    spent = {"seconds": 0.0, "calls": 0, "tokens": 0}
+    original = transformers.GenerationMixin.generate
+
+    def generate(self, *args, **kwargs):
+        start = time.perf_counter()
+        out = original(self, *args, **kwargs)
+        spent["seconds"] += time.perf_counter() - start
+        spent["calls"] += 1
+        sequences = out if hasattr(out, "shape") else out.sequences
+        prompt = kwargs.get("input_ids", args[0] if args else None)
+        spent["tokens"] += int(sequences.numel() - (prompt.numel() if prompt is not None else 0))
+        return out
+
+    transformers.GenerationMixin.generate = generate
+    return spent
+
+
+def plain_sft(argv: list[str]):
+    """What a user writes without posttrain-dist: load the model and data, call SFTTrainer, train.
+
+    argv: MODEL_DIR DATA_JSONL OUTPUT_DIR then SFTConfig fields as --key value.
+    """
+    import torch
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
+    from trl import SFTConfig, SFTTrainer
+
+    model_dir, data_file, output_dir, *rest = argv
+    (training,) = HfArgumentParser(SFTConfig).parse_args_into_dataclasses(
+        args=["--output_dir", output_dir, "--use_cpu", str(not torch.cuda.is_available()), *rest])
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    trainer = SFTTrainer(model=model, args=training, processing_class=tokenizer,
+                         train_dataset=load_dataset("json", data_files=data_file, split="train"))
+    trainer.train()
+    return trainer
+
+
+def main() -> None:
+    import os
+
+    kind, *argv = sys.argv[1:]
+    generate = _time_generate() if os.environ.get("POSTTRAIN_DIST_TIME_GENERATE") == "1" else None
+    if kind == "recipe":
+        method, *argv = argv
+        spec = importlib.util.spec_from_file_location(f"recipe_{method}", ROOT / "recipes" / f"{method}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        run = module.main
+    elif kind == "plain-sft":
+        run = plain_sft
+    else:
+        raise SystemExit(f"unknown kind {kind!r}")
+    baseline = _status("VmRSS")
+    start = time.perf_counter()
+    trainer = run(argv)
+    wall = time.perf_counter() - start
+    history = trainer.state.log_history
+    final = next(e for e in reversed(history) if "train_runtime" in e)
+    tokens = max((e.get("num_tokens", 0) for e in history), default=0)
+    result = {
+        "baseline_rss": baseline,
+        "peak_rss": _status("VmHWM"),
+        "train_runtime": final["train_runtime"],
+        "wall": wall,
+        "steps": trainer.state.global_step,
+        "tokens": tokens,
+        "train_loss": final.get("train_loss"),
+    }
+    if generate is not None:
+        result["generate"] = generate
+    print("BENCHMARK " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,358 @@
+"""`posttrain-dist plan`: what a recipe config will do, before any weights load.
+
+The memory estimate reads the model's config alone: the model is built on the meta device (no
+memory, no weights) to count its parameters, its linear layers (what LoRA adapts and 4-bit
+quantizes) and its shapes. Per device it adds up
+
+    weights      parameters x bytes of their dtype (4-bit: ~0.52 bytes per quantized weight),
+                 sharded by ZeRO-3 / FSDP; plus a frozen reference copy where DPO/GRPO keep one
+    gradients    trainable parameters x bytes of their dtype, sharded by ZeRO-2/3 / FSDP
+    optimizer    AdamW: two states per trainable parameter (DeepSpeed in bf16: fp32 master copy plus
+                 two fp32 states, 12 bytes), sharded by ZeRO-1/2/3 / FSDP, zero when offloaded
+    activations  what backward keeps of one micro-batch: per layer per token the block's inputs and
+                 intermediates (or only the layer input under activation checkpointing, plus one
+                 layer recomputed), and the logits in their dtype plus a float32 copy for the loss
+    generation   GRPO: the key/value cache of one generation batch
+
+and lists what it leaves out (LEAVES_OUT).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import yaml
+
+from .errors import ConfigError, DataError
+
+GiB = 1024**3
+
+LEAVES_OUT = [
+    "the CUDA context and kernels (about 0.5-1 GiB per GPU; on CPU, the Python process and libraries)",
+    "the allocator's cache and fragmentation (often 10-30 % on top of the peak)",
+    "communication buffers: NCCL, DeepSpeed's reduce/all-gather buckets, ZeRO-3 prefetch of gathered layers",
+    "temporary buffers inside kernels (attention workspace, the loss's softmax), the data loader",
+    "vLLM's own reservation when `use_vllm` is on (its `vllm_gpu_memory_utilization` share of the GPU)",
+    "activations are for the longest micro-batch (max_length tokens per row); shorter rows use less",
+]
+
+# Configs of hub models that presets name, for planning on a machine that cannot reach the hub.
+# (Architecture facts from the models' published config.json files.)
+KNOWN_CONFIGS = {
+    "Qwen/Qwen3-8B": dict(
+        model_type="qwen3", hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
+        num_attention_heads=32, num_key_value_heads=8, head_dim=128, vocab_size=151936,
+        tie_word_embeddings=False, dtype="bfloat16"),
+    "meta-llama/Llama-3.1-8B-Instruct": dict(
+        model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False,
+        dtype="bfloat16"),
+}
+
+_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+NF4_BYTES = 0.5 + 0.5 / 64 + 4 / (64 * 256)  # 4-bit weights, 8-bit absmax per 64, fp32 per 256 absmax (double quant)
+
+
+def model_config(name: str):
+    """The transformers config of a short name, local folder, hub cache entry or known hub model."""
+    from transformers import AutoConfig
+
+    from . import modeling
+
+    if name in modeling.SHORT_NAMES or os.path.isdir(name):
+        return AutoConfig.from_pretrained(modeling.resolve_model(name))
+    try:
+        return AutoConfig.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError):
+        pass
+    if name in KNOWN_CONFIGS:
+        values = dict(KNOWN_CONFIGS[name])
+        return AutoConfig.for_model(values.pop("model_type"), **values)
+    try:
+        return AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"cannot read the config of {name!r} here ({str(error).splitlines()[0]}); plan with a local copy "
+            "of its config.json folder as model_name_or_path."
+        ) from None
+
+
+@dataclass
+class Shapes:
+    """What the estimate needs from a model, counted on the meta device."""
+
+    parameters: int
+    linear_weights: int  # weights of nn.Linear layers other than the output head (4-bit quantized in QLoRA)
+    lora_parameters: int  # LoRA A and B over the adapted linear layers
+    lora_inputs_per_token: int  # elements of the inputs of adapted layers, per token and layer (LoRA dropout keeps them)
+    hidden: int
+    intermediate: int
+    layers: int
+    kv_dim: int
+    vocab: int
+    dtype: str
+
+
+def count(cfg, lora_r: int = 16, lora_targets="all-linear") -> Shapes:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    head = model.get_output_embeddings()
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not head]
+    targets = linears if lora_targets in ("all-linear", None) else [
+        (n, m) for n, m in linears if any(n.endswith(t) for t in lora_targets)]
+    layers = cfg.num_hidden_layers
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    dtype = str(getattr(cfg, "dtype", None) or getattr(cfg, "torch_dtype", None) or "float32").replace("torch.", "")
+    return Shapes(
+        parameters=sum(p.numel() for p in model.parameters()),
+        linear_weights=sum(m.weight.numel() for _, m in linears),
+        lora_parameters=sum(lora_r * (m.in_features + m.out_features) for _, m in targets),
+        lora_inputs_per_token=sum(m.in_features for _, m in targets) // max(layers, 1),
+        hidden=cfg.hidden_size,
+        intermediate=getattr(cfg, "intermediate_size", 4 * cfg.hidden_size),
+        layers=layers,
+        kv_dim=getattr(cfg, "num_key_value_heads", heads) * head_dim,
+        vocab=cfg.vocab_size,
+        dtype=dtype,
+    )
+
+
+@dataclass
+class Estimate:
+    rows: list[tuple[str, float, str]] = field(default_factory=list)  # (part, bytes, how)
+
+    def add(self, part: str, value: float, how: str) -> None:
+        self.rows.append((part, value, how))
+
+    @property
+    def total(self) -> float:
+        return sum(r[1] for r in self.rows)
+
+
+def _accelerate_values(accelerate_config: str) -> dict:
+    with open(accelerate_config) as f:
+        return yaml.safe_load(f) or {}
+
+
+def estimate(args, shapes: Shapes, setup, accelerate: dict) -> Estimate:
+    """Bytes per device (GPU, or CPU process) of one training run, part by part."""
+    model, training, method = args.model, args.training, args.method
+    on_gpu = not accelerate.get("use_cpu", False) and not getattr(training, "use_cpu", False)
+    dtype = model.dtype if model.dtype not in (None, "auto") else shapes.dtype
+    weight_bytes = _BYTES.get(dtype, 4)
+    world = max(1, setup.num_processes)
+    ds = accelerate.get("deepspeed_config") or {}
+    stage = setup.zero_stage if setup.kind == "deepspeed" else None
+    shard_weights = world if (stage == 3 or setup.kind == "fsdp") else 1
+    shard_grads = world if (stage in (2, 3) or setup.kind == "fsdp") else 1
+    shard_optim = world if (stage in (1, 2, 3) or setup.kind == "fsdp") else 1
+    offload_params = str(ds.get("offload_param_device", "none")) != "none" or \
+        bool((accelerate.get("fsdp_config") or {}).get("fsdp_offload_params"))
+    offload_optim = str(ds.get("offload_optimizer_device", "none")) != "none" or offload_params and setup.kind == "fsdp"
+    sharding = f" / {world} ({setup.describe()})" if world > 1 else ""
+
+    est = Estimate()
+    if model.load_in_4bit:
+        frozen = shapes.linear_weights * NF4_BYTES + (shapes.parameters - shapes.linear_weights) * weight_bytes
+        how = f"{shapes.linear_weights / 1e6:.1f} M linear weights in 4-bit nf4, the other {(shapes.parameters - shapes.linear_weights) / 1e6:.1f} M in {dtype}"
+    elif model.load_in_8bit:
+        frozen = shapes.linear_weights * 1 + (shapes.parameters - shapes.linear_weights) * weight_bytes
+        how = f"linear weights in 8 bits, the rest in {dtype}"
+    else:
+        frozen = shapes.parameters * weight_bytes
+        how = f"{shapes.parameters / 1e6:.1f} M parameters x {weight_bytes} bytes ({dtype})"
+    trainable = shapes.lora_parameters if model.use_peft else shapes.parameters
+    adapter_bytes = 4  # peft keeps adapters in float32 on a bf16/fp16 base
+    weights = frozen + (trainable * adapter_bytes if model.use_peft else 0)
+    if model.use_peft:
+        how += f", plus {trainable / 1e6:.2f} M LoRA parameters (r={model.lora_r}) in float32"
+    est.add("weights", 0 if offload_params else weights / shard_weights,
+            how + (" -> offloaded to CPU" if offload_params else sharding if shard_weights > 1 else ""))
+
+    reference = _needs_reference(args)
+    if reference:
+        est.add("reference model", 0 if offload_params else frozen / shard_weights,
+                f"frozen copy for the {method.upper()} reference, {dtype}" + (sharding if shard_weights > 1 else ""))
+
+    train_bytes = adapter_bytes if model.use_peft else weight_bytes
+    est.add("gradients", trainable * train_bytes / shard_grads,
+            f"{trainable / 1e6:.2f} M trainable x {train_bytes} bytes" + (sharding if shard_grads > 1 else ""))
+
+    optim = str(getattr(training.optim, "value", training.optim)).lower()
+    states = 0 if "sgd" in optim else 2
+    state_bytes = 1 if "8bit" in optim else (4 if setup.kind == "deepspeed" else train_bytes)
+    master = 4 if setup.kind == "deepspeed" and train_bytes < 4 else 0
+    per_param = states * state_bytes + master
+    est.add("optimizer", 0 if offload_optim else trainable * per_param / shard_optim,
+            f"{optim}: {states} states x {state_bytes} bytes" + (f" + fp32 master copy" if master else "")
+            + (" -> offloaded to CPU" if offload_optim else sharding if shard_optim > 1 else ""))
+
+    tokens, what = _tokens_per_micro_batch(args)
+    act_bytes = 2 if (on_gpu and (training.bf16 or training.fp16 or weight_bytes == 2)) else 4
+    checkpointing = bool(getattr(training, "activation_checkpointing", False) or
+                         getattr(training, "gradient_checkpointing", False))
+    block = 6 * shapes.hidden + 2 * shapes.kv_dim + 4 * shapes.intermediate
+    if model.use_peft and model.lora_dropout > 0:
+        block += shapes.lora_inputs_per_token
+    if checkpointing:
+        per_token = shapes.layers * shapes.hidden + block
+        how = f"{what}; activation checkpointing: the input of each of {shapes.layers} layers + one layer recomputed"
+    else:
+        per_token = shapes.layers * block
+        how = f"{what}; {shapes.layers} layers x {block} values per token"
+    est.add("activations", tokens * per_token * act_bytes, how)
+    est.add("logits", tokens * shapes.vocab * (act_bytes + 4),
+            f"{tokens} tokens x {shapes.vocab} vocabulary, in {act_bytes}-byte values plus a float32 copy for the loss")
+    if method == "grpo" and not getattr(training, "use_vllm", False):
+        length = (args.recipe.max_prompt_length or 512) + training.max_completion_length
+        rows = training.per_device_train_batch_size
+        est.add("generation cache", rows * length * shapes.layers * 2 * shapes.kv_dim * act_bytes,
+                f"key/value cache of {rows} completions x {length} tokens")
+    return est
+
+
+def _needs_reference(args) -> bool:
+    """A separate frozen model is kept: DPO and GRPO with a KL term, full training, reference not precomputed."""
+    if args.model.use_peft:
+        return False  # the reference is the base with the adapter switched off
+    if args.method == "dpo":
+        return not getattr(args.training, "precompute_ref_log_probs", False)
+    if args.method == "grpo":
+        return getattr(args.training, "beta", 0.0) != 0.0
+    return False
+
+
+def _tokens_per_micro_batch(args) -> tuple[int, str]:
+    t, rows = args.training, args.training.per_device_train_batch_size
+    if args.method == "sft":
+        length = t.max_length or 1024
+        return rows * length, f"{rows} rows x {length} tokens" + (" (packed)" if t.packing else " (at most)")
+    if args.method == "dpo":
+        length = t.max_length or 1024
+        return 2 * rows * length, f"{rows} pairs x 2 (chosen, rejected) x {length} tokens"
+    length = (args.recipe.max_prompt_length or 512) + t.max_completion_length
+    return rows * length, f"{rows} completions x ({args.recipe.max_prompt_length} prompt + {t.max_completion_length} completion) tokens"
+
+
+def training_rows(args) -> tuple[int | None, str]:
+    """Rows one epoch trains on, read from the data without tokenizing; None when the data is not readable here."""
+    from . import data
+
+    recipe = args.recipe
+    sources = [str(part["path"]) for part in recipe.dataset_mixture or []] + [recipe.dataset_name or ""]
+    hub = [s for s in sources if s and not s.startswith("builtin:") and data._local_path(s) is None]
+    if hub and not getattr(recipe, "identity_new_name", None):
+        return None, f"on the hub ({', '.join(hub)}); plan reads local and built-in data only"
+    try:
+        if getattr(recipe, "identity_new_name", None):
+            from . import curation
+
+            prompts = curation.load_prompts(recipe.identity_prompts, "train")
+            return len(prompts) * recipe.identity_samples_per_prompt, "identity prompts x samples per prompt (pairs, before dropping)"
+        train, _ = data.load_for(args.method, recipe, seed=args.training.seed)
+        return len(train), "rows after mixing, splitting and conversion"
+    except (DataError, ConfigError, OSError) as error:
+        return None, f"not readable here: {str(error).splitlines()[0]}"
+
+
+@dataclass
+class Plan:
+    args: object
+    world: int
+    global_batch: int
+    steps: int | None
+    steps_how: str
+    command: list[str]
+    estimate: Estimate
+    shapes: Shapes
+    device: str
+
+
+def make(method: str, preset: str, accelerate_config: str, nodes: int = 1, gpus_per_node: int | None = None,
+         recipe_args: list[str] | None = None, script: str | None = None) -> Plan:
+    from . import config, launching
+
+    accelerate = _accelerate_values(accelerate_config)
+    on_cpu = bool(accelerate.get("use_cpu", False)) or os.path.basename(accelerate_config).startswith("cpu")
+    per_node = gpus_per_node or (int(accelerate.get("num_processes", 1)) if nodes == 1 else 1)
+    world = nodes * per_node
+    argv = ["--config", preset, *(recipe_args or [])]
+    args = config.parse(method, argv, target_has_gpus=not on_cpu, accelerate_config=accelerate_config,
+                        world_size=world)  # batch divisibility is checked for the planned world size
+    if not on_cpu:  # planned from a machine without GPUs: show the values the GPU machine will have
+        args.training.use_cpu = False
+    setup = launching.distributed_setup(accelerate_config)
+    setup.num_processes = world
+    t = args.training
+    global_batch = t.per_device_train_batch_size * t.gradient_accumulation_steps * world
+    rows, rows_how = training_rows(args)
+    if t.max_steps and t.max_steps > 0:
+        steps, steps_how = t.max_steps, "max_steps"
+    elif rows is None:
+        steps, steps_how = None, f"unknown: the data is {rows_how}"
+    else:
+        per_step = global_batch / (t.num_generations if method == "grpo" else 1)
+        steps = math.ceil(rows / per_step * t.num_train_epochs)
+        unit = "prompts" if method == "grpo" else "rows"
+        steps_how = (f"{rows} {unit} ({rows_how}) x {t.num_train_epochs:g} epoch(s) / {per_step:g} {unit} per step"
+                     + (" (packing joins rows: fewer steps)" if getattr(t, "packing", False) else ""))
+    cluster = launching.Cluster(nodes, 0, per_node, "$HEAD_NODE_ADDRESS", 29500) if nodes > 1 else None
+    script = script or os.path.join("recipes", f"{method}.py")
+    command = launching.accelerate_command(cluster, accelerate_config, script, argv, per_node if nodes == 1 else None)
+    shapes = count(model_config(args.model.model_name_or_path), args.model.lora_r, args.model.lora_target_modules)
+    est = estimate(args, shapes, setup, accelerate)
+    return Plan(args, world, global_batch, steps, steps_how, command, est, shapes, "CPU process" if on_cpu else "GPU")
+
+
+def render(plan: Plan, show_all: bool = False) -> str:
+    import shlex
+
+    from . import config
+
+    args, t = plan.args, plan.args.training
+    values = args.resolved()
+    helps = config.field_helps(args.method)
+    lines = [f"# {args.method.upper()} plan: {args.config_path}", "", "## Config (value, where it came from, what it is)"]
+    shown = sorted(k for k in values if show_all or args.sources.get(k, "default") != "default")
+    width = max((len(k) for k in shown), default=10)
+    for key in shown:
+        value = values[key]
+        text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        help_text = helps.get(key, "").split(". ")[0].replace("\n", " ")
+        lines.append(f"  {key:<{width}} = {text:<24} [{args.sources.get(key, 'default')}] {help_text[:110]}")
+    hidden = len(values) - len(shown)
+    if hidden:
+        lines.append(f"  ... and {hidden} values at their defaults (--all shows them)")
+    lines += [
+        "",
+        "## Batch and steps",
+        f"  processes: {plan.world} ({args.method.upper()} under {_describe(plan)})",
+        f"  global batch: {t.per_device_train_batch_size} per device x {t.gradient_accumulation_steps} accumulation "
+        f"x {plan.world} processes = {plan.global_batch}" + (" completions" if args.method == "grpo" else " rows"),
+        f"  optimizer steps: {plan.steps if plan.steps is not None else '?'} ({plan.steps_how})",
+        "",
+        "## Launch command" + (" (node 0; each node runs it with its own --machine_rank)" if "--machine_rank" in plan.command else ""),
+        "  " + " ".join(shlex.quote(c) for c in plan.command),
+        "",
+        f"## Memory estimate per {plan.device} (no weights loaded)",
+        f"  model: {args.model.model_name_or_path}: {plan.shapes.parameters / 1e6:.1f} M parameters, "
+        f"{plan.shapes.layers} layers, hidden {plan.shapes.hidden}, vocabulary {plan.shapes.vocab}",
+    ]
+    for part, value, how in plan.estimate.rows:
+        lines.append(f"  {part:<17} {value / GiB:8.2f} GiB  {how}")
+    lines.append(f"  {'total':<17} {plan.estimate.total / GiB:8.2f} GiB")
+    lines += ["", "  Left out of the estimate:", *[f"  - {item}" for item in LEAVES_OUT]]
+    return "\n".join(lines)
+
+
+def _describe(plan: Plan) -> str:
+    from . import launching
+
+    setup = launching.distributed_setup(plan.command[plan.command.index("--config_file") + 1])
+    return setup.describe()
