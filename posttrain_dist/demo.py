@@ -31,8 +31,7 @@ def run(config_path: str, output: str, started_at: float | None = None) -> dict:
         print(f"demo: replacing the previous demo output in {output_dir}")
         shutil.rmtree(output_dir)
     final = output_dir / "final"
-    cmd = [sys.executable, str(recipe), "--config", str(config), "--output_dir", str(final),
-           "--overwrite_output_dir", "true"]  # each demo starts afresh, whatever an earlier version left there
+    cmd = [sys.executable, str(recipe), "--config", str(config), "--output_dir", str(final)]
     print("demo:", " ".join(cmd), flush=True)
     proc = subprocess.run(cmd)
     if proc.returncode != 0:
