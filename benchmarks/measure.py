@@ -3,8 +3,9 @@
     python benchmarks/measure.py recipe sft ARGS...     our recipe (recipes/sft.py main)
     python benchmarks/measure.py plain-sft ARGS...      trl's SFTTrainer called directly (see plain_sft)
 
-Measured: the process's resident memory just before training starts loading anything (after the
-imports) and its peak (VmHWM), the trainer's train_runtime, optimizer steps, and real (non-padding)
+Measured: the process's resident memory just before the run loads anything (after the imports),
+when training starts, and its peak during training (VmHWM, reset as training starts), the trainer's
+train_runtime, optimizer steps, and real (non-padding)
 tokens trained on; with POSTTRAIN_DIST_TIME_GENERATE=1 also the seconds spent in `generate`.
 """
 
@@ -25,6 +26,25 @@ def _status(key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
     raise KeyError(key)
+
+
+def _reset_peak_when_training_starts() -> dict:
+    """Wrap Trainer.train: reset the process's peak RSS as training starts (Linux: `5` into clear_refs), so that
+    the peak read at the end is the training's own, without the transient of loading (safetensors pages,
+    full-precision weights read before 4-bit quantization)."""
+    import transformers
+
+    at_start = {}
+    original = transformers.Trainer.train
+
+    def train(self, *args, **kwargs):
+        at_start["rss"] = _status("VmRSS")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return original(self, *args, **kwargs)
+
+    transformers.Trainer.train = train
+    return at_start
 
 
 def _time_generate() -> dict:
@@ -84,6 +104,7 @@ def main() -> None:
     else:
         raise SystemExit(f"unknown kind {kind!r}")
     baseline = _status("VmRSS")
+    at_start = _reset_peak_when_training_starts()
     start = time.perf_counter()
     trainer = run(argv)
     wall = time.perf_counter() - start
@@ -92,7 +113,8 @@ def main() -> None:
     tokens = max((e.get("num_tokens", 0) for e in history), default=0)
     result = {
         "baseline_rss": baseline,
-        "peak_rss": _status("VmHWM"),
+        "training_peak_rss": _status("VmHWM"),  # since training started
+        "rss_at_training_start": at_start.get("rss"),
         "train_runtime": final["train_runtime"],
         "wall": wall,
         "steps": trainer.state.global_step,

@@ -30,7 +30,9 @@ from .errors import ConfigError, DataError
 GiB = 1024**3
 
 LEAVES_OUT = [
-    "the CUDA context and kernels (about 0.5-1 GiB per GPU; on CPU, the Python process and libraries)",
+    "the CUDA context and kernels (about 0.5-1 GiB per GPU); on CPU the Python process with its libraries, and "
+    "the data, tokenizer and trainer objects (about 0.4-0.5 GiB measured, benchmarks/results/memory.md)",
+    "the transient of loading: 4-bit quantization reads each weight in full precision first",
     "the allocator's cache and fragmentation (often 10-30 % on top of the peak)",
     "communication buffers: NCCL, DeepSpeed's reduce/all-gather buckets, ZeRO-3 prefetch of gathered layers",
     "temporary buffers inside kernels (attention workspace, the loss's softmax), the data loader",
