@@ -31,13 +31,18 @@ def _status(key: str) -> int:
 def _reset_peak_when_training_starts() -> dict:
     """Wrap Trainer.train: reset the process's peak RSS as training starts (Linux: `5` into clear_refs), so that
     the peak read at the end is the training's own, without the transient of loading (safetensors pages,
-    full-precision weights read before 4-bit quantization)."""
+    full-precision weights read before 4-bit quantization) that malloc would otherwise keep in RSS."""
     import transformers
 
     at_start = {}
     original = transformers.Trainer.train
 
     def train(self, *args, **kwargs):
+        import ctypes
+        import gc
+
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed loading buffers back, or RSS keeps counting them
         at_start["rss"] = _status("VmRSS")
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")

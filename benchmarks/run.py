@@ -236,7 +236,11 @@ def packing(args) -> None:
                       speed["packed (bfd, padding-free)"] / speed["padded"]}, rows, [
         f"SmolLM2-135M full SFT on CPU, {args.steps} steps of 8 sequences, max_length 512, on prompt/completion rows "
         "where 9 in 10 have 8-30 words and 1 in 10 has 250-400 words. Real tokens are non-padding tokens (trl's "
-        "num_tokens).",
+        "num_tokens). On CPU, trl's padding-free packing flattens the batch into one sequence and sdpa attends over "
+        "it with a block-diagonal mask, quadratic in the whole pack: a packed step is slower and takes more memory "
+        "than a padded one, yet carries ten times the real tokens. flash-attention's variable-length kernel on GPU "
+        "avoids that cost; the GPU presets (recipes/qwen3-8b) pack. The CPU presets do not, because they are sized "
+        "in steps for the test suite's time budget and packing would put about four times the tokens in each step.",
     ])
 
 
