@@ -144,8 +144,6 @@ def _launch(args) -> None:
 
     accelerate_config = _accelerate_config(args.accelerate)
     recipe_args = ["--config", args.preset, *args.recipe_args]
-    # Refuse a bad config here, before any process starts or any GPU is held.
-    config.parse(args.method, list(recipe_args), accelerate_config=accelerate_config, target_has_gpus=args.print)
     if args.nodes is not None:
         if args.head is None:
             from .errors import ConfigError
@@ -156,6 +154,11 @@ def _launch(args) -> None:
         cluster = launching.from_slurm(port=args.port if args.port != 29500 else None)
     else:
         cluster = None
+    world = (cluster.nodes * (args.processes_per_node or cluster.processes_per_node) if cluster else
+             args.processes_per_node or launching.distributed_setup(accelerate_config).num_processes)
+    # Refuse a bad config here, before any process starts or any GPU is held; batch arithmetic for `world`.
+    config.parse(args.method, list(recipe_args), accelerate_config=accelerate_config, target_has_gpus=args.print,
+                 world_size=world)
     script = str(ROOT / "recipes" / f"{args.method}.py")
     cmd = launching.accelerate_command(cluster, accelerate_config, script, recipe_args, args.processes_per_node)
     if args.print:

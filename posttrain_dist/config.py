@@ -315,6 +315,11 @@ def _divisors(n: int) -> list[int]:
 class GRPOArgs(_RunDefaults, trl.GRPOConfig):
     """trl's GRPOConfig (all of it), with the CPU handled and the batch arithmetic explained."""
 
+    @property
+    def world_size(self) -> int:
+        # trl checks the generation batch against the world size too: the planned one while planning or launching
+        return _WORLD_SIZE.get() or super().world_size
+
     def __post_init__(self):
         processes = _world_size()
         per_step = self.per_device_train_batch_size * processes

@@ -5,7 +5,7 @@ import pytest
 from posttrain_dist import launching
 from posttrain_dist.errors import ConfigError
 
-from conftest import ACCELERATE_CONFIGS
+from conftest import ACCELERATE_CONFIGS, ROOT
 
 
 def slurm_env(nodes: list[str], compressed: str, rank: int, gpus: int | None = 8, **extra) -> dict:
@@ -110,3 +110,13 @@ def test_launch_command_prints_and_validates(capsys):
     with pytest.raises(SystemExit):
         cli.main(["launch", "sft", "recipes/smollm2-135m/sft_lora.yaml", "--print", "--", "--lora_rank", "8"])
     assert "unknown option '--lora_rank'" in capsys.readouterr().err
+
+
+def test_launch_checks_grpo_batches_for_the_processes_it_starts(capsys):
+    """2 completions per process with 4 answers per prompt: refused for one process (see the bad-input
+    corpus), accepted for the two processes of cpu_ddp (4 completions a step)."""
+    from posttrain_dist import cli
+
+    cli.main(["launch", "grpo", str(ROOT / "tests" / "bad_inputs" / "grpo_batch_not_divisible.yaml"),
+              "--accelerate", "cpu_ddp", "--print", "--", "--per_device_train_batch_size", "2"])
+    assert "accelerate_configs/cpu_ddp.yaml" in capsys.readouterr().out
