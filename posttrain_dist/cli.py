@@ -183,14 +183,12 @@ def _method_of(preset: str, method: str | None) -> str:
 
 def _plan(args) -> None:
     from . import planning
-    from .demo import ROOT
 
     accelerate_config = _accelerate_config(args.accelerate)
     if os.path.abspath(accelerate_config).startswith(os.getcwd() + os.sep):  # shorter to read, same file
         accelerate_config = os.path.relpath(accelerate_config)
-    plan = planning.make(_method_of(args.preset, args.method), args.preset, accelerate_config,
-                         args.nodes, args.gpus_per_node, args.recipe_args,
-                         script=os.path.join("recipes", f"{_method_of(args.preset, args.method)}.py"))
+    method = _method_of(args.preset, args.method)
+    plan = planning.make(method, args.preset, accelerate_config, args.nodes, args.gpus_per_node, args.recipe_args)
     print(planning.render(plan, show_all=args.all))
 
 

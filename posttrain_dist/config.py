@@ -622,7 +622,7 @@ _SAME_RUN_IGNORES = {
     "logging_steps", "eval_steps", "dataloader_num_workers", "push_to_hub", "hub_model_id", "ddp_timeout",
 }
 # A folder holding any of these holds a run.
-_RUN_FILES = ("config.yaml", "model.safetensors", "adapter_model.safetensors", "trainer_state.json")
+RUN_FILES = ("config.yaml", "model.safetensors", "adapter_model.safetensors", "trainer_state.json")
 
 
 def run_differences(args: Args) -> str | None:
@@ -631,7 +631,7 @@ def run_differences(args: Args) -> str | None:
     if not os.path.isdir(out):
         return None
     names = os.listdir(out)
-    if not (any(n.startswith("checkpoint-") for n in names) or any(n in names for n in _RUN_FILES)):
+    if not (any(n.startswith("checkpoint-") for n in names) or any(n in names for n in RUN_FILES)):
         return None
     stored_path = os.path.join(out, "config.yaml")
     if not os.path.isfile(stored_path):

@@ -79,7 +79,7 @@ def start_run(args) -> list[str]:
     removed = []
     if args.recipe.overwrite_output_dir and config.run_differences(args):
         for name in sorted(os.listdir(out)):
-            if name.startswith("checkpoint-") or name in ("runs", "merged") or name in config._RUN_FILES or \
+            if name.startswith("checkpoint-") or name in ("runs", "merged") or name in config.RUN_FILES or \
                     name.endswith(".safetensors") or name in ("metrics.json", "evaluation.json", "report.md"):
                 path = os.path.join(out, name)
                 shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)

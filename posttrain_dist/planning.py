@@ -192,7 +192,7 @@ def estimate(args, shapes: Shapes, setup, accelerate: dict) -> Estimate:
     master = 4 if setup.kind == "deepspeed" and train_bytes < 4 else 0
     per_param = states * state_bytes + master
     est.add("optimizer", 0 if offload_optim else trainable * per_param / shard_optim,
-            f"{optim}: {states} states x {state_bytes} bytes" + (f" + fp32 master copy" if master else "")
+            f"{optim}: {states} states x {state_bytes} bytes" + (" + fp32 master copy" if master else "")
             + (" -> offloaded to CPU" if offload_optim else sharding if shard_optim > 1 else ""))
 
     tokens, what = _tokens_per_micro_batch(args)
@@ -274,10 +274,11 @@ class Plan:
     estimate: Estimate
     shapes: Shapes
     device: str
+    setup: object  # launching.Setup of the planned run
 
 
 def make(method: str, preset: str, accelerate_config: str, nodes: int = 1, gpus_per_node: int | None = None,
-         recipe_args: list[str] | None = None, script: str | None = None) -> Plan:
+         recipe_args: list[str] | None = None) -> Plan:
     from . import config, launching
 
     accelerate = _accelerate_values(accelerate_config)
@@ -305,11 +306,12 @@ def make(method: str, preset: str, accelerate_config: str, nodes: int = 1, gpus_
         steps_how = (f"{rows} {unit} ({rows_how}) x {t.num_train_epochs:g} epoch(s) / {per_step:g} {unit} per step"
                      + (" (packing joins rows: fewer steps)" if getattr(t, "packing", False) else ""))
     cluster = launching.Cluster(nodes, 0, per_node, "$HEAD_NODE_ADDRESS", 29500) if nodes > 1 else None
-    script = script or os.path.join("recipes", f"{method}.py")
+    script = os.path.join("recipes", f"{method}.py")
     command = launching.accelerate_command(cluster, accelerate_config, script, argv, per_node if nodes == 1 else None)
     shapes = count(model_config(args.model.model_name_or_path), args.model.lora_r, args.model.lora_target_modules)
     est = estimate(args, shapes, setup, accelerate)
-    return Plan(args, world, global_batch, steps, steps_how, command, est, shapes, "CPU process" if on_cpu else "GPU")
+    return Plan(args, world, global_batch, steps, steps_how, command, est, shapes, "CPU process" if on_cpu else "GPU",
+                setup)
 
 
 def render(plan: Plan, show_all: bool = False) -> str:
@@ -334,7 +336,7 @@ def render(plan: Plan, show_all: bool = False) -> str:
     lines += [
         "",
         "## Batch and steps",
-        f"  processes: {plan.world} ({args.method.upper()} under {_describe(plan)})",
+        f"  processes: {plan.world} ({args.method.upper()} under {plan.setup.describe()})",
         f"  global batch: {t.per_device_train_batch_size} per device x {t.gradient_accumulation_steps} accumulation "
         f"x {plan.world} processes = {plan.global_batch}" + (" completions" if args.method == "grpo" else " rows"),
         f"  optimizer steps: {plan.steps if plan.steps is not None else '?'} ({plan.steps_how})",
@@ -352,9 +354,3 @@ def render(plan: Plan, show_all: bool = False) -> str:
     lines += ["", "  Left out of the estimate:", *[f"  - {item}" for item in LEAVES_OUT]]
     return "\n".join(lines)
 
-
-def _describe(plan: Plan) -> str:
-    from . import launching
-
-    setup = launching.distributed_setup(plan.command[plan.command.index("--config_file") + 1])
-    return setup.describe()

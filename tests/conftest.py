@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE_CONFIGS = ROOT / "accelerate_configs"
@@ -71,6 +72,27 @@ def load_recipe(name: str):
 def train_losses(output_dir) -> list[float]:
     history = json.loads((Path(output_dir) / "metrics.json").read_text())["log_history"]
     return [entry["loss"] for entry in history if "loss" in entry]
+
+
+def write_numbered_conversations(path, count: int) -> str:
+    """`count` distinct one-turn conversations in a JSONL file (each example recognisable in data traces)."""
+    rows = [{"messages": [{"role": "user", "content": f"Question {i}: what is {i} plus {i}?"},
+                          {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]} for i in range(count)]
+    Path(path).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def assert_trained_only_the_adapter(output_dir, base_model_path, every_b: bool = True) -> None:
+    """An adapter run saved only LoRA A/B weights, trained B (it starts at zero: all of them, or with
+    `every_b=False` at least one), and its merged copy keeps the base's norms and embeddings."""
+    adapter = read_safetensors(Path(output_dir) / "adapter_model.safetensors")
+    assert adapter and all("lora_A" in k or "lora_B" in k for k in adapter)
+    trained = [adapter[k].abs().sum() > 0 for k in adapter if "lora_B" in k]
+    assert all(trained) if every_b else any(trained)
+    base = read_safetensors(Path(base_model_path) / "model.safetensors")
+    merged = read_safetensors(Path(output_dir) / "merged" / "model.safetensors")
+    frozen = [k for k in base if "norm" in k or "embed" in k]
+    assert frozen and all(torch.equal(base[k], merged[k]) for k in frozen)
 
 
 def read_safetensors(path) -> dict:

@@ -11,7 +11,8 @@ import torch
 from posttrain_dist import callbacks, config, launching
 from posttrain_dist.errors import ConfigError
 
-from conftest import ACCELERATE_CONFIGS, PRESETS, TINY, TINY_OVERRIDES, launch, read_safetensors, train_losses
+from conftest import (ACCELERATE_CONFIGS, PRESETS, TINY, TINY_OVERRIDES, launch, read_safetensors, train_losses,
+                      write_numbered_conversations)
 
 CONFIGS = ["cpu_ddp", "cpu_zero2", "cpu_zero3"]
 EXAMPLES = 16
@@ -21,11 +22,7 @@ TRACE = {"POSTTRAIN_DIST_TRACE_DATA": "1"}
 @pytest.fixture(scope="module")
 def sixteen(tmp_path_factory):
     """16 distinct conversations: one epoch is 4 optimizer steps of 2 x 2 (or 1 x 2 x 2 accumulated) examples."""
-    path = tmp_path_factory.mktemp("data") / "sixteen.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"Question {i}: what is {i} plus {i}?"},
-                          {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]} for i in range(EXAMPLES)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
+    return write_numbered_conversations(tmp_path_factory.mktemp("data") / "sixteen.jsonl", EXAMPLES)
 
 
 def parity_args(preset: str, data: str, output_dir: Path) -> list[str]:

@@ -14,18 +14,14 @@ import torch
 
 from posttrain_dist import callbacks
 
-from conftest import PRESETS, ROOT, TINY, launch, read_safetensors, train_losses
+from conftest import PRESETS, ROOT, TINY, launch, read_safetensors, write_numbered_conversations
 
 EXAMPLES = 16
 
 
 @pytest.fixture(scope="module")
 def sixteen(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "sixteen.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"Question {i}: what is {i} times two?"},
-                          {"role": "assistant", "content": f"{i} times two is {2 * i}."}]} for i in range(EXAMPLES)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
+    return write_numbered_conversations(tmp_path_factory.mktemp("data") / "sixteen.jsonl", EXAMPLES)
 
 
 def sft_args(data: str, output_dir, epochs: int = 3) -> list[str]:
