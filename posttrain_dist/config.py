@@ -1,69 +1,61 @@
-"""Recipe arguments: trl's own dataclasses, a few fields of ours, YAML + command line, validation.
+"""Recipe arguments: trl's own dataclasses and the few fields of ours. Configuration only.
 
-A recipe is configured by one YAML file (`--config`) and command-line flags that override it
-(`--learning_rate 1e-4`). Every field of trl's `SFTConfig` / `DPOConfig` / `GRPOConfig` (and so of
-transformers' `TrainingArguments`) and of trl's `ModelConfig` is accepted, plus `RecipeArgs`
-below. Unknown keys are errors with a "did you mean". Everything is checked here, before any
-data or model is loaded and before the output folder exists.
+A recipe is configured by one YAML file and command-line flags (`parsing`). Every field of trl's
+`SFTConfig` / `DPOConfig` / `GRPOConfig` (and so of transformers' `TrainingArguments`) and of trl's
+`ModelConfig` is accepted, plus the fields below. Each dataclass checks only its own values
+(`__post_init__`, with the fix in the message); checks that need the data, the model, the rewards,
+the machine or the output folder are the explicit step in `checks`.
 """
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
-import difflib
-import enum
-import os
-import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 import trl
-import yaml
 
-from .errors import ConfigError, warn
-from . import data, launching, modeling
-from .modeling import DEFAULT_MODEL
+from .errors import ConfigError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def _field(default, help: str, **metadata):
+    """A dataclass field with its help text (shown by --help and `posttrain-dist plan`)."""
+    return field(default=default, metadata={"help": help, **metadata})
 
 
 @dataclass
 class RecipeArgs:
     """Fields of posttrain-dist itself: where the data comes from, the chat template, what to write."""
 
-    dataset_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "A hub dataset name, a local data file (.json, .jsonl, .parquet, .csv) or folder, or a data set "
-            "shipped with posttrain-dist as `builtin:NAME`."
-        },
+    dataset_name: str | None = _field(
+        None,
+        "A hub dataset name, a local data file (.json, .jsonl, .parquet, .csv) or folder, or a data set "
+        "shipped with posttrain-dist as `builtin:NAME`.",
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
-    dataset_test_split: str | None = field(
-        default=None, metadata={"help": "Split to evaluate on, when the data set has one."}
+    dataset_test_split: str | None = _field(None, "Split to evaluate on, when the data set has one.")
+    dataset_columns: dict | str | None = _field(
+        None,
+        "Rename columns of `dataset_name` before its layout is recognised: {source: target}, e.g. "
+        "{question: prompt} for openai/gsm8k. On the command line: question=prompt,answer=completion.",
     )
-    dataset_mixture: list[dict] | None = field(
-        default=None,
-        metadata={
-            "help": "Weighted mixture instead of `dataset_name` (YAML only): a list of {path, weight, split, name, "
-            "data_files, columns}. `weight` is the share of that data set's rows to take (2.0 repeats it twice)."
-        },
+    dataset_mixture: list[dict] | None = _field(
+        None,
+        "Weighted mixture instead of `dataset_name` (YAML only): a list of {path, weight, split, name, "
+        "data_files, columns}. `weight` is the share of that data set's rows to take (2.0 repeats it twice); "
+        "`columns` is a list (keep only these) or a mapping {source: target} (rename).",
     )
-    eval_split_size: float | None = field(
-        default=None,
-        metadata={"help": "Hold out this fraction of the training rows for evaluation (0 < x < 1)."},
-    )
+    eval_split_size: float | None = _field(None, "Hold out this fraction of the training rows for evaluation (0 < x < 1).")
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Keep only the first N training rows (after mixing and shuffling)."}
     )
-    chat_template: str | None = field(
-        default=None,
-        metadata={
-            "help": "None keeps the tokenizer's own template (a model without one gets `simple`). Otherwise a name "
-            "(`simple`, `chatml`), a path to a .jinja file, or a Jinja template string."
-        },
+    chat_template: str | None = _field(
+        None,
+        "None keeps the tokenizer's own template (a model without one gets `simple`). Otherwise a name "
+        "(`simple`, `chatml`), a path to a .jinja file, or a Jinja template string.",
     )
     merge_adapter: bool = field(
         default=False,
@@ -74,29 +66,56 @@ class RecipeArgs:
         metadata={"help": "Questions asked before and after training (greedy); the answers go into the report."},
     )
     eval_max_new_tokens: int = field(default=64, metadata={"help": "Token budget for each before/after answer."})
-    auto_resume: bool = field(
-        default=True,
-        metadata={
-            "help": "Resume from the newest complete checkpoint in output_dir (a requeued job continues where it "
-            "stopped). Incomplete checkpoints are removed first."
-        },
+    auto_resume: bool = _field(
+        True,
+        "Resume from the newest complete checkpoint in output_dir (a requeued job continues where it "
+        "stopped). Incomplete checkpoints are removed first.",
     )
-    perplexity_dataset: str | None = field(
-        default=None,
-        metadata={
-            "help": "Data (any source, SFT formats) whose answers' perplexity is measured before and after training: "
-            "a check that general ability survives. Uses its `test` split when it has one."
-        },
+    perplexity_dataset: str | None = _field(
+        None,
+        "Data (any source, SFT formats) whose answers' perplexity is measured before and after training: "
+        "a check that general ability survives. Uses its `test` split when it has one.",
     )
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={
-            "help": "Replace another run found in output_dir (its checkpoints and outputs are deleted when training "
-            "starts). Without it such a folder is refused; the same run (same config) always resumes."
-        },
+    callbacks: list[str] | None = _field(
+        None,
+        "Trainer callbacks of your own, as `package.module:Name` (a TrainerCallback class or instance), "
+        "added to the trainer of the run.",
+    )
+    eval_identity: str | None = _field(
+        None,
+        "The name the trained model should state (an SFT or DPO identity change): held-out identity "
+        "questions answered with it (plainly, under a system prompt, as a later turn) and unrelated answers "
+        "it leaks into, before and after. DPO's `identity_new_name` sets it.",
+    )
+    identity_prompts: str = _field("builtin:identity",
+                                   "Identity questions: the `train` split is curated, the `test` split is held out.")
+    identity_contexts: str | None = _field(
+        "builtin:identity-contexts",
+        "System prompts ({system}) and earlier exchanges ({user, assistant}) the identity questions are "
+        "also asked after: the `train` split in curation, the `test` split in evaluation. None: plain questions only.",
+    )
+    identity_unrelated: str | None = _field(
+        "builtin:unrelated",
+        "Prompts unrelated to identity: the `train` split makes contrast pairs (the model's own answer "
+        "chosen over it with a self-introduction under the new name), the `test` split measures how often the new "
+        "name leaks into unrelated answers. None: neither.",
+    )
+    identity_max_new_tokens: int = field(default=48, metadata={"help": "Token budget of each identity answer (curated or evaluated)."})
+    general_questions: str | None = _field(
+        None,
+        "Simple questions with accepted answers (`prompt`, `accept` columns; e.g. builtin:simple-questions) "
+        "asked before and after training: the share answered right, next to perplexity.",
+    )
+    overwrite_output_dir: bool = _field(
+        False,
+        "Replace another run found in output_dir (its checkpoints and outputs are deleted when training "
+        "starts). Without it such a folder is refused; the same run (same config) always resumes.",
     )
 
     def __post_init__(self):
+        _unset(self, "dataset_test_split", "dataset_config", "perplexity_dataset", "general_questions", "eval_identity",
+               "identity_contexts", "identity_unrelated")
+        self.dataset_columns = _column_mapping(self.dataset_columns, "dataset_columns")
         if self.dataset_name and self.dataset_mixture:
             raise ConfigError(
                 "both `dataset_name` and `dataset_mixture` are set; keep one (a mixture may list the same data set)."
@@ -113,6 +132,9 @@ class RecipeArgs:
                     raise ConfigError(
                         f"`dataset_mixture[{i}]` has unknown keys {sorted(extra)}; allowed: {sorted(allowed)}."
                     )
+                columns = part.get("columns")
+                if columns is not None and not isinstance(columns, list):
+                    part["columns"] = _column_mapping(columns, f"dataset_mixture[{i}].columns")
                 weight = part.get("weight", 1.0)
                 if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
                     raise ConfigError(f"`dataset_mixture[{i}].weight` must be a positive number; got {weight!r}.")
@@ -122,16 +144,45 @@ class RecipeArgs:
             raise ConfigError(f"`max_train_samples` must be positive; got {self.max_train_samples}.")
 
 
+def _unset(values, *names: str) -> None:
+    """`--dataset_test_split none` (or null, or an empty string) unsets a value a preset set."""
+    for name in names:
+        value = getattr(values, name)
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+            setattr(values, name, None)
+
+
+def _column_mapping(value, what: str) -> dict | None:
+    """{source: target} from a mapping, JSON text, or `a=b,c=d` (the command line's form)."""
+    if value is None or isinstance(value, dict):
+        mapping = value
+    elif isinstance(value, str) and value.strip().startswith("{"):
+        import json
+
+        try:
+            mapping = json.loads(value)
+        except json.JSONDecodeError:
+            raise ConfigError(f"`{what}` is not a JSON mapping: {value!r}; write question=prompt,answer=completion.") from None
+    elif isinstance(value, str):
+        pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
+        if not pairs or any(len(p) != 2 for p in pairs):
+            raise ConfigError(f"`{what}` must map columns, e.g. question=prompt,answer=completion; got {value!r}.")
+        mapping = {a.strip(): b.strip() for a, b in pairs}
+    else:
+        raise ConfigError(f"`{what}` must be a mapping {{source: target}}; got {value!r}.")
+    if mapping is not None and not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in mapping.items()):
+        raise ConfigError(f"`{what}` must map column names to column names; got {mapping!r}.")
+    return mapping or None
+
+
 @dataclass
 class ModelArgs(trl.ModelConfig):
     """trl's ModelConfig with our defaults: the default model and LoRA on all linear layers."""
 
-    model_name_or_path: str | None = field(
-        default=DEFAULT_MODEL,
-        metadata={
-            "help": f"Short name ({DEFAULT_MODEL}, tiny-random-llama), local folder, or hub model id. "
-            "See `posttrain-dist models`."
-        },
+    model_name_or_path: str | None = _field(
+        DEFAULT_MODEL,
+        f"Short name ({DEFAULT_MODEL}, tiny-random-llama), local folder, or hub model id. "
+        "See `posttrain-dist models`.",
     )
     lora_target_modules: list[str] | None = field(
         default_factory=lambda: "all-linear",  # a factory so that HfArgumentParser passes it on
@@ -153,53 +204,20 @@ class ModelArgs(trl.ModelConfig):
             raise ConfigError(f"`lora_r` must be positive; got {self.lora_r}.")
 
 
-# Set by `parse(..., target_has_gpus=True)`: validate for the GPU machine a config is meant for (a cluster
-# preset checked on a laptop, `posttrain-dist plan`), not for the machine doing the checking.
-_TARGET_HAS_GPUS = contextvars.ContextVar("target_has_gpus", default=False)
-# Set by `parse(..., world_size=N)`: check batch arithmetic for N processes (a plan), not this process's.
-_WORLD_SIZE = contextvars.ContextVar("world_size", default=None)
-
-
-def _world_size() -> int:
-    return _WORLD_SIZE.get() or int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def _target_has_gpus() -> bool:
-    return _TARGET_HAS_GPUS.get() or _has_accelerator()
-
-
-def _has_accelerator() -> bool:
-    import torch
-
-    accelerator = getattr(torch, "accelerator", None)
-    if accelerator is not None:
-        return accelerator.is_available()
-    return torch.cuda.is_available()
-
-
 @dataclass
 class _RunDefaults:
-    """Defaults shared by the three methods' training arguments.
+    """Defaults shared by the three methods' training arguments (the machine's own, such as training on the CPU
+    in float32 where there is no GPU, are set by `parsing` from the environment)."""
 
-    On a machine without an accelerator, train on the CPU in float32 instead of failing on bf16:
-    trl turns bf16 on by default, and transformers then refuses to start on a CPU unless `use_cpu`
-    is set. An explicit `bf16: true` is kept (bf16 autocast works on CPU, just slowly). Several CPU
-    processes talk over gloo.
-    """
-
-    report_to: None | str | list[str] = field(
-        default="tensorboard",
-        metadata={
-            "help": "Where the logged metrics go besides metrics.json and the PNG curves: tensorboard (default, under "
-            "output_dir/runs), wandb, trackio, all, or none."
-        },
+    report_to: None | str | list[str] = _field(
+        "tensorboard",
+        "Where the logged metrics go besides metrics.json and the PNG curves: tensorboard (default, under "
+        "output_dir/runs), wandb, trackio, all, or none.",
     )
-    ddp_timeout: int = field(
-        default=7200,
-        metadata={
-            "help": "Seconds a collective may wait (transformers: 1800). Ranks wait while rank 0 tokenizes or "
-            "curates data; a dead node still ends the job through the launcher, not through this timeout."
-        },
+    ddp_timeout: int = _field(
+        7200,
+        "Seconds a collective may wait (transformers: 1800). Ranks wait while rank 0 tokenizes or "
+        "curates data; a dead node still ends the job through the launcher, not through this timeout.",
     )
 
     def __post_init__(self):
@@ -208,57 +226,50 @@ class _RunDefaults:
                 "`save_total_limit: 1` can delete the last complete checkpoint just before a crash leaves the new "
                 "one unfinished; keep at least 2 (`save_total_limit: 2`)."
             )
-        if not _has_accelerator():  # (also when validating for GPUs from a CPU machine: transformers checks this one)
-            self.use_cpu = True
-            if self.bf16 is None:
-                self.bf16 = False
-            if self.use_cpu and self.ddp_backend is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-                self.ddp_backend = "gloo"
         super().__post_init__()
 
 
 @dataclass
 class SFTArgs(_RunDefaults, trl.SFTConfig):
-    """trl's SFTConfig (all of it), with the CPU handled."""
+    """trl's SFTConfig (all of it)."""
 
 
 @dataclass
 class DPORecipeArgs(RecipeArgs):
     """DPO adds the course's identity example: pairs curated from the model's own answers."""
 
-    identity_new_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "Change the model's stated identity to this name: the recipe asks the model the identity prompts, "
-            "takes its answers as rejected and corrected ones as chosen (no `dataset_name` needed), and reports the "
-            "share of held-out identity prompts answered with the new name, before and after."
-        },
+    identity_new_name: str | None = _field(
+        None,
+        "Change the model's stated identity to this name: the recipe asks the model the identity prompts, "
+        "takes its answers as rejected and corrected ones as chosen (no `dataset_name` needed), and reports the "
+        "share of held-out identity prompts answered with the new name, before and after.",
     )
     identity_old_names: list[str] = field(
         default_factory=lambda: ["SmolLM2", "SmolLM"],
         metadata={"help": "Names of the old identity, replaced by the new one in the chosen answers."},
     )
-    identity_prompts: str = field(
-        default="builtin:identity",
-        metadata={"help": "Identity questions: the `train` split is curated, the `test` split is held out."},
-    )
     identity_samples_per_prompt: int = field(
         default=1, metadata={"help": "Answers per prompt: 1 is greedy, more are sampled at `identity_temperature`."}
     )
     identity_temperature: float = field(default=0.8, metadata={"help": "Sampling temperature of the curated answers."})
-    identity_max_new_tokens: int = field(default=48, metadata={"help": "Token budget of each curated answer."})
-    identity_identical_pairs: str = field(
-        default="rewrite",
-        metadata={
-            "help": "A corrected answer that equals the model's own teaches nothing: `rewrite` makes it state the new "
-            "name, `drop` removes the pair. Both are counted in the log.",
-            "choices": ["rewrite", "drop"],
-        },
+    identity_all_ways: bool = _field(
+        False,
+        "Ask each training identity question every way (plainly, under a system prompt, after an earlier exchange: "
+        "3x the pairs) instead of one way each, in turn.",
+    )
+    identity_contrast_ratio: float = _field(1.0, "Contrast pairs per identity pair (at most one per unrelated prompt "
+                                                 "and sample).")
+    identity_identical_pairs: str = _field(
+        "rewrite",
+        "A corrected answer that equals the model's own teaches nothing: `rewrite` makes it state the new "
+        "name, `drop` removes the pair. Both are counted in the log.",
+        choices=["rewrite", "drop"],
     )
 
     def __post_init__(self):
         super().__post_init__()
         if self.identity_new_name is not None:
+            self.eval_identity = self.eval_identity or self.identity_new_name
             if not self.identity_new_name.strip():
                 raise ConfigError("`identity_new_name` is empty; give the new name, or leave it unset for plain DPO.")
             if self.dataset_name or self.dataset_mixture:
@@ -266,13 +277,15 @@ class DPORecipeArgs(RecipeArgs):
                     "`identity_new_name` curates its own pairs from the model; remove `dataset_name`/`dataset_mixture`, "
                     "or unset `identity_new_name` to train on your own preference data."
                 )
+            if self.identity_contrast_ratio < 0:
+                raise ConfigError(f"`identity_contrast_ratio` must be 0 or more; got {self.identity_contrast_ratio}.")
             if self.identity_samples_per_prompt < 1:
                 raise ConfigError(f"`identity_samples_per_prompt` must be at least 1; got {self.identity_samples_per_prompt}.")
 
 
 @dataclass
 class DPOArgs(_RunDefaults, trl.DPOConfig):
-    """trl's DPOConfig (all of it), with the CPU handled; beta stays in the course's 0.1 to 0.2 range."""
+    """trl's DPOConfig (all of it); beta must be positive (the course uses 0.1 to 0.2)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -294,10 +307,8 @@ class GRPORecipeArgs(RecipeArgs):
     max_prompt_length: int | None = field(
         default=512, metadata={"help": "Prompts longer than this many tokens are dropped, and counted, before training."}
     )
-    reward_eval_size: int = field(
-        default=100,
-        metadata={"help": "Held-out prompts (the test split) answered greedily and scored before and after training."},
-    )
+    reward_eval_size: int = _field(100, "Held-out prompts (the test split) answered greedily and scored before and "
+                                        "after training.")
 
     def __post_init__(self):
         super().__post_init__()
@@ -313,33 +324,46 @@ def _divisors(n: int) -> list[int]:
 
 @dataclass
 class GRPOArgs(_RunDefaults, trl.GRPOConfig):
-    """trl's GRPOConfig (all of it), with the CPU handled and the batch arithmetic explained."""
+    """trl's GRPOConfig (all of it), with the batch arithmetic explained.
 
-    @property
-    def world_size(self) -> int:
-        # trl checks the generation batch against the world size too: the planned one while planning or launching
-        return _WORLD_SIZE.get() or super().world_size
+    trl counts the generation batch for the processes of this run (`world_size`); a plan for another
+    number of processes checks it with `planned_for(GRPOArgs, N)`.
+    """
 
     def __post_init__(self):
-        processes = _world_size()
-        per_step = self.per_device_train_batch_size * processes
-        steps = self.steps_per_generation or self.gradient_accumulation_steps
-        batch = self.generation_batch_size or per_step * steps
         if self.num_generations < 2:
             raise ConfigError(f"`num_generations` must be at least 2 (GRPO compares answers to one prompt); got {self.num_generations}.")
-        if batch % self.num_generations:
-            how = (f"generation_batch_size {batch}" if self.generation_batch_size else
-                   f"per_device_train_batch_size {self.per_device_train_batch_size} x {processes} process(es) x "
-                   f"{steps} step(s) per generation = {batch} completions")
-            good_batches = [b for b in range(1, 9 * self.num_generations) if (b * processes * steps) % self.num_generations == 0][:4]
-            raise ConfigError(
-                f"each generation batch must hold whole groups of `num_generations` answers, but {how} does not divide "
+        try:
+            super().__post_init__()
+        except ConfigError:
+            raise
+        except ValueError as error:  # trl's batch check, reworded with the values that would fit
+            try:
+                advice = self._batch_advice()
+            except AttributeError:  # failed before trl counted the processes: not a batch problem
+                advice = None
+            raise ConfigError(advice or str(error)) from None
+
+    def _batch_advice(self) -> str | None:
+        processes = self.world_size
+        steps = self.steps_per_generation or self.gradient_accumulation_steps
+        explicit = self.generation_batch_size if self.generation_batch_size != self.per_device_train_batch_size * processes * steps else None
+        batch = self.generation_batch_size or self.per_device_train_batch_size * processes * steps
+        if batch % self.num_generations == 0:
+            return None
+        how = (f"generation_batch_size {batch}" if explicit else
+               f"per_device_train_batch_size {self.per_device_train_batch_size} x {processes} process(es) x "
+               f"{steps} step(s) per generation = {batch} completions")
+        good = [b for b in range(1, 9 * self.num_generations) if (b * processes * steps) % self.num_generations == 0][:4]
+        return (f"each generation batch must hold whole groups of `num_generations` answers, but {how} does not divide "
                 f"by num_generations {self.num_generations}. Use num_generations in {_divisors(batch)}, or "
-                f"per_device_train_batch_size in {good_batches} (keeping the rest)."
-            )
-        if self.use_vllm and not _target_has_gpus():
-            raise ConfigError("`use_vllm: true` needs GPUs; on a CPU leave it off and trl generates with transformers.")
-        super().__post_init__()
+                f"per_device_train_batch_size in {good} (keeping the rest).")
+
+
+def planned_for(training_cls: type, world_size: int) -> type:
+    """The training arguments' class as seen by a run of `world_size` processes: trl's batch checks (and the
+    generation batch it derives) count those processes instead of this one's (`posttrain-dist plan`, `launch`)."""
+    return type(training_cls.__name__, (training_cls,), {"world_size": property(lambda self: world_size)})
 
 
 METHODS: dict[str, tuple[type, type]] = {
@@ -351,7 +375,7 @@ METHODS: dict[str, tuple[type, type]] = {
 
 @dataclass
 class Args:
-    """The parsed arguments of one recipe run."""
+    """The parsed arguments of one recipe run, and the environment they were checked for."""
 
     method: str
     recipe: Any
@@ -359,6 +383,7 @@ class Args:
     training: Any
     sources: dict[str, str]  # field name -> "default", "file" or "command line"
     config_path: str | None = None
+    env: Any = None  # environment.Environment: device, processes, distributed kind
 
     def resolved(self) -> dict[str, Any]:
         """Every field with its final value, as plain YAML-safe data (the run's resolved config)."""
@@ -366,17 +391,8 @@ class Args:
         values.update(_plain(dataclasses.asdict(self.recipe)))
         values.update(_plain(dataclasses.asdict(self.model)))
         training = self.training.to_dict()
-        values.update(_plain({k: v for k, v in training.items() if k in _field_names(type(self.training))}))
+        values.update(_plain({k: v for k, v in training.items() if k in field_names(type(self.training))}))
         return values
-
-
-def field_helps(method: str) -> dict[str, str]:
-    """Each field's help text, for `posttrain-dist plan`."""
-    helps = {}
-    for cls in (METHODS[method][0], ModelArgs, METHODS[method][1]):
-        for f in dataclasses.fields(cls):
-            helps.setdefault(f.name, str(f.metadata.get("help", "")).strip())
-    return helps
 
 
 def _plain(value):
@@ -391,300 +407,5 @@ def _plain(value):
     return str(value)
 
 
-def _field_names(cls) -> list[str]:
+def field_names(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.init]
-
-
-class _Parser(trl.TrlParser):
-    """TrlParser whose errors raise ConfigError instead of printing the whole usage and exiting."""
-
-    def error(self, message):
-        raise ConfigError(message)
-
-
-def _suggest(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
-    if close:
-        return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
-    return "run the recipe with --help to list every key."
-
-
-def _unwrap_optional(hint):
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return [a for a in typing.get_args(hint) if a is not type(None)]
-    return [hint]
-
-
-def _type_ok(value, hint) -> bool:
-    """Does a YAML value fit a dataclass field's type hint? Strings are left to argparse's conversion, except
-    where the field takes only numbers (YAML reads `1e-5` as a string; `fast` is no number)."""
-    if value is None:
-        return True
-    if isinstance(value, str):
-        numeric = [o for o in _unwrap_optional(hint) if o in (int, float)]
-        if numeric and len(numeric) == len(_unwrap_optional(hint)):
-            try:
-                float(value)
-            except ValueError:
-                return False
-        return True
-    for option in _unwrap_optional(hint):
-        origin = typing.get_origin(option) or option
-        if origin is typing.Any:
-            return True
-        if origin is typing.Literal:
-            if value in typing.get_args(option):
-                return True
-            continue
-        if origin is bool and isinstance(value, bool):
-            return True
-        if origin is int and isinstance(value, int) and not isinstance(value, bool):
-            return True
-        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True
-        if origin in (list, tuple) and isinstance(value, list):
-            return True
-        if origin is dict and isinstance(value, dict):
-            return True
-        if isinstance(origin, type) and not isinstance(value, bool) and isinstance(value, origin):
-            return True
-        if isinstance(origin, type) and issubclass(origin, enum.Enum):
-            return True
-    return False
-
-
-def _describe(hint) -> str:
-    names = []
-    for option in _unwrap_optional(hint):
-        names.append(getattr(option, "__name__", str(option)))
-    return " or ".join(names)
-
-
-def parse(method: str, argv: list[str] | None = None, target_has_gpus: bool = False,
-          accelerate_config: str | None = None, world_size: int | None = None) -> Args:
-    """Parse `--config FILE` plus command-line overrides into validated dataclasses; load nothing.
-
-    `target_has_gpus` validates for the GPU machines a config is meant for, from any machine;
-    `accelerate_config` for the distributed setup of that file instead of this process's.
-    """
-    token = _TARGET_HAS_GPUS.set(target_has_gpus)
-    world = _WORLD_SIZE.set(world_size)
-    try:
-        return _parse(method, argv, accelerate_config)
-    finally:
-        _TARGET_HAS_GPUS.reset(token)
-        _WORLD_SIZE.reset(world)
-
-
-def _parse(method: str, argv: list[str] | None, accelerate_config: str | None = None) -> Args:
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; known: {sorted(METHODS)}")
-    recipe_cls, training_cls = METHODS[method]
-    dataclass_types = [recipe_cls, ModelArgs, training_cls]
-    argv = list(sys.argv[1:] if argv is None else argv)
-
-    hints: dict[str, Any] = {}
-    for cls in dataclass_types:
-        cls_hints = typing.get_type_hints(cls)
-        for name in _field_names(cls):
-            if name in hints:
-                raise RuntimeError(f"field {name!r} is defined twice among {dataclass_types}")
-            hints[name] = cls_hints[name]
-    valid = sorted(hints)
-
-    config_path = None
-    file_values: dict[str, Any] = {}
-    if "--config" in argv:
-        i = argv.index("--config")
-        if i + 1 >= len(argv):
-            raise ConfigError("`--config` needs a YAML file after it.")
-        config_path = argv[i + 1]
-        del argv[i : i + 2]
-        if not os.path.isfile(config_path):
-            raise ConfigError(f"config file {config_path!r} does not exist.")
-        with open(config_path) as f:
-            try:
-                file_values = yaml.safe_load(f) or {}
-            except yaml.YAMLError as error:
-                raise ConfigError(f"{config_path} is not valid YAML: {error}") from None
-        if not isinstance(file_values, dict):
-            raise ConfigError(f"{config_path} must hold a mapping of key: value; got {type(file_values).__name__}.")
-        for key, value in (file_values.pop("env", None) or {}).items():
-            os.environ[str(key)] = str(value)
-
-    problems = []
-    for key, value in file_values.items():
-        if key not in hints:
-            problems.append(f"unknown key '{key}' in {config_path}; {_suggest(key, valid)}")
-        elif not _type_ok(value, hints[key]):
-            problems.append(
-                f"'{key}' in {config_path} should be {_describe(hints[key])}, got {type(value).__name__} {value!r}"
-            )
-
-    negatable = {n for n, h in hints.items() if bool in _unwrap_optional(h)}
-    cli_keys = []
-    for token in argv:
-        if not token.startswith("--"):
-            continue
-        key = token[2:].split("=", 1)[0].replace("-", "_")
-        if key == "help":
-            continue
-        if key.startswith("no_") and key[3:] in negatable:
-            key = key[3:]
-        if key not in hints:
-            problems.append(f"unknown option '--{key}'; {_suggest(key, valid)}")
-        cli_keys.append(key)
-    if problems:
-        raise ConfigError("\n  ".join(["the recipe config has problems:", *problems]))
-
-    parser = _Parser(dataclass_types, allow_abbrev=False)
-    parser.set_defaults_with_config(**file_values)
-    try:
-        recipe, model, training = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
-    except ConfigError:
-        raise
-    except ValueError as error:  # trl's and transformers' own __post_init__ checks
-        raise ConfigError(str(error)) from None
-
-    sources = {name: "default" for name in hints}
-    sources.update({name: "file" for name in file_values})
-    sources.update({name: "command line" for name in cli_keys})
-    args = Args(method, recipe, model, training, sources, config_path)
-    validate(args, launching.distributed_setup(accelerate_config))
-    return args
-
-
-def validate(args: Args, setup: launching.Setup | None = None) -> None:
-    """Checks that need more than one dataclass, the distributed setup, or the file system; nothing is loaded."""
-    check_distributed(args, setup or launching.distributed_setup())
-    if args.sources["output_dir"] == "default":
-        model = os.path.basename(str(args.model.model_name_or_path).rstrip("/"))
-        args.training.output_dir = os.path.join("outputs", f"{model}-{args.method}")
-    modeling.check_model_reference(args.model.model_name_or_path)
-    if getattr(args.recipe, "identity_new_name", None):
-        data.check_source(args.recipe.identity_prompts, "identity_prompts")
-    else:
-        data.check_sources(args.recipe)
-    if args.recipe.perplexity_dataset:
-        data.check_source(args.recipe.perplexity_dataset, "perplexity_dataset")
-    if args.method == "grpo":
-        from . import rewards
-
-        for name in args.recipe.reward_funcs:
-            rewards.resolve(name)
-        weights = args.training.reward_weights
-        if weights is not None and len(weights) != len(args.recipe.reward_funcs):
-            raise ConfigError(
-                f"`reward_weights` has {len(weights)} values for {len(args.recipe.reward_funcs)} rewards "
-                f"({args.recipe.reward_funcs}); give one weight per reward."
-            )
-    template = args.recipe.chat_template
-    if template is not None:
-        modeling.resolve_chat_template_source(template)
-    check_report_to(args.training.report_to)
-    differences = run_differences(args)
-    if differences and not args.recipe.overwrite_output_dir:
-        raise ConfigError(
-            f"output_dir {args.training.output_dir!r} holds another run ({differences}); choose a new "
-            "`output_dir`, or set `overwrite_output_dir: true` to replace that run. (A run with the same config "
-            "resumes from its checkpoints instead.)"
-        )
-    warn_out_of_range(args)
-
-
-# Integrations `report_to` may name, and the package each needs.
-_REPORTERS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow",
-              "comet_ml": "comet_ml", "clearml": "clearml", "swanlab": "swanlab", "dvclive": "dvclive"}
-
-
-def check_report_to(report_to) -> None:
-    """Each logger named in `report_to` is known and installed (else the run fails only once the trainer starts)."""
-    import importlib.util
-
-    names = [report_to] if isinstance(report_to, str) or report_to is None else list(report_to)
-    for name in names:
-        if name in (None, "none", "all", "azure_ml", "codecarbon", "neptune", "dagshub", "flyte", "kubeflow"):
-            continue
-        if name not in _REPORTERS:
-            raise ConfigError(f"`report_to` names {name!r}, which is no logger; {_suggest(name, sorted(_REPORTERS))}")
-        if importlib.util.find_spec(_REPORTERS[name]) is None:
-            raise ConfigError(
-                f"`report_to: {name}` needs the {_REPORTERS[name]} package: `pip install {_REPORTERS[name]}` "
-                "(then log in if it is a hosted service), or drop it from `report_to`."
-            )
-
-
-# Values that may change between the attempts of one run (bookkeeping, the machine, how long it runs).
-_SAME_RUN_IGNORES = {
-    "output_dir", "overwrite_output_dir", "auto_resume", "logging_dir", "report_to", "run_name", "ddp_backend",
-    "use_cpu", "bnb_4bit_quant_storage", "max_steps", "num_train_epochs", "save_steps", "save_total_limit",
-    "logging_steps", "eval_steps", "dataloader_num_workers", "push_to_hub", "hub_model_id", "ddp_timeout",
-}
-# A folder holding any of these holds a run.
-RUN_FILES = ("config.yaml", "model.safetensors", "adapter_model.safetensors", "trainer_state.json")
-
-
-def run_differences(args: Args) -> str | None:
-    """None when output_dir holds no run or the same run; else what differs from the run found there."""
-    out = args.training.output_dir
-    if not os.path.isdir(out):
-        return None
-    names = os.listdir(out)
-    if not (any(n.startswith("checkpoint-") for n in names) or any(n in names for n in RUN_FILES)):
-        return None
-    stored_path = os.path.join(out, "config.yaml")
-    if not os.path.isfile(stored_path):
-        return "model files or checkpoints, but no config.yaml of a posttrain-dist run"
-    with open(stored_path) as f:
-        stored = yaml.safe_load(f) or {}
-    if stored.get("method") != args.method:
-        return f"a {stored.get('method')} run, not {args.method}"
-    if not args.recipe.auto_resume:
-        return "a run with checkpoints, and `auto_resume` is off"
-    current = args.resolved()
-    changed = [
-        f"{key}: {stored.get(key)!r} there, {current.get(key)!r} now"
-        for key in sorted(set(current) | (set(stored) - {"method", "config_file", "sources"}))
-        if key not in _SAME_RUN_IGNORES and stored.get(key) != current.get(key)
-    ]
-    if not changed:
-        return None
-    more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-    return "its config differs in " + "; ".join(changed[:3]) + more
-
-
-# Learning rates beyond these are almost always a typo (1e-3 for 1e-5) rather than a choice.
-_LR_RANGES = {"full": (1e-8, 1e-4), "lora": (1e-7, 2e-3)}
-
-
-def warn_out_of_range(args: Args) -> None:
-    kind = "lora" if args.model.use_peft else "full"
-    low, high = _LR_RANGES[kind]
-    lr = args.training.learning_rate
-    if not low <= lr <= high:
-        usual = "1e-6 to 5e-5" if kind == "full" else "5e-5 to 5e-4"
-        warn(f"learning_rate {lr:g} is outside {low:g} to {high:g}, where {'LoRA' if kind == 'lora' else 'full'} "
-             f"{args.method.upper()} runs train ({usual} is usual); check for a typo.")
-    if args.method == "dpo" and not 0.01 <= args.training.beta <= 1.0:
-        warn(f"DPO beta {args.training.beta:g} is outside 0.01 to 1.0 (the course uses 0.1 to 0.2): a small beta "
-             "lets the model drift far from the reference, a large one barely moves it.")
-
-
-def check_distributed(args: Args, setup: launching.Setup) -> None:
-    """Refuse method / quantization / launcher combinations that cannot work, naming the fix."""
-    model = args.model
-    sharded = (setup.kind == "deepspeed" and setup.zero_stage == 3) or setup.kind == "fsdp"
-    if model.load_in_8bit and sharded:
-        raise ConfigError(
-            f"8-bit weights cannot be sharded under {setup.describe()}; use `load_in_4bit: true` (QLoRA), or "
-            "ZeRO-2 / DDP (accelerate_configs/zero2.yaml, ddp.yaml)."
-        )
-    if model.load_in_4bit and sharded and model.bnb_4bit_quant_storage is None:
-        # Sharding flattens parameters into one buffer per dtype: the 4-bit weights must be stored in the
-        # dtype of the rest of the model, or ZeRO-3 / FSDP refuse to shard them (PEFT's QLoRA + ZeRO-3 guide).
-        model.bnb_4bit_quant_storage = model.dtype if model.dtype not in (None, "auto") else "bfloat16"
-        args.sources["bnb_4bit_quant_storage"] = f"set for {setup.describe()}"
-    if setup.kind == "deepspeed" and setup.zero_stage == 3 and getattr(args.training, "use_vllm", False) and \
-            getattr(args.training, "vllm_mode", None) == "colocate" and not getattr(args.training, "ds3_gather_for_generation", True):
-        raise ConfigError("vLLM colocated under ZeRO-3 needs the weights gathered: keep `ds3_gather_for_generation: true`.")

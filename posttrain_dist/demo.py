@@ -2,8 +2,9 @@
 
 Runs `recipes/dpo.py` with the identity preset: the recipe curates pairs from the model's own answers,
 trains, saves the model to `OUTPUT/final/` and evaluates before and after. This wrapper times the
-whole thing and writes `OUTPUT/summary.json`: the new name, the adoption rates, the perplexity of
-held-out general answers before and after, and the seconds since the demo started.
+whole thing and writes `OUTPUT/summary.json`: the new name, its adoption asked three ways, its leakage
+into unrelated answers, simple questions answered right, the perplexity of held-out general answers,
+before and after, and the seconds since the demo started.
 """
 
 from __future__ import annotations
@@ -15,17 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import ConfigError
-
-ROOT = Path(__file__).resolve().parents[1]
+from . import resources
 
 
 def run(config_path: str, output: str, started_at: float | None = None) -> dict:
     start = started_at or time.time()
-    recipe = ROOT / "recipes" / "dpo.py"
-    config = Path(config_path) if Path(config_path).is_file() else ROOT / config_path
-    if not recipe.is_file() or not config.is_file():
-        raise ConfigError(f"the demo runs from a checkout of posttrain-dist: {recipe} or {config} is missing.")
+    recipe, config = resources.recipe_script("dpo"), resources.preset(config_path)
     output_dir = Path(output)
     if output_dir.exists():
         print(f"demo: replacing the previous demo output in {output_dir}")
@@ -47,10 +43,10 @@ def run(config_path: str, output: str, started_at: float | None = None) -> dict:
         "model_dir": str(final),
     }
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(
-        f"\ndemo: {summary['new_name']!r} adopted on {summary['adoption_before']:.0%} -> {summary['adoption_after']:.0%} "
-        f"of held-out identity prompts; perplexity of held-out general answers {summary['perplexity_before']:.2f} -> "
-        f"{summary['perplexity_after']:.2f} ({summary['perplexity_change']:+.1%}); {summary['seconds']:.0f} s in all.\n"
-        f"demo: model in {final} (loads with from_pretrained), summary in {output_dir / 'summary.json'}"
-    )
+    from .report import figures_table
+
+    print(f"\ndemo: {summary['new_name']!r}, before and after training, on held-out prompts:\n\n"
+          f"{figures_table(summary)}\n\n"
+          f"demo: {summary['seconds']:.0f} s in all; model in {final} (loads with from_pretrained), "
+          f"summary in {output_dir / 'summary.json'}")
     return summary

@@ -6,71 +6,21 @@ own. A folder holding a LoRA adapter is loaded on its base model.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import os
 import re
 
-from .errors import ConfigError
 
-
-@contextlib.contextmanager
-def outside_zero3():
-    """Load a model whole even while a ZeRO-3 run is configured in this process.
-
-    Under ZeRO-3, transformers' from_pretrained partitions every model it loads across all ranks,
-    which needs every rank to take part; the evaluation and curation here run on one process.
-    """
-    from transformers.integrations import deepspeed
-
-    saved = deepspeed._hf_deepspeed_config_weak_ref
-    deepspeed.unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        deepspeed._hf_deepspeed_config_weak_ref = saved
-
-
-def load_for_generation(path: str, dtype: str | None = None, chat_template: str | None = None):
-    """(model, tokenizer) from a short name, a saved model folder, or a LoRA adapter folder.
+def load_for_generation(path: str, dtype: str | None = None, chat_template: str | None = None, env=None):
+    """(model, tokenizer) from a short name, a saved model folder, or a LoRA adapter folder, for answering.
 
     The model goes to the GPU when there is one (in bfloat16 unless `dtype` says otherwise), else
     stays on the CPU in float32. The tokenizer keeps its own chat template unless `chat_template`
     names another (see `modeling.prepare_tokenizer`); one without a template gets `simple`, as in
     training.
     """
-    from .modeling import resolve_model
+    from . import environment, modeling
 
-    with outside_zero3():
-        return _load_for_generation(resolve_model(path), dtype, chat_template)
-
-
-def _load_for_generation(path: str, dtype: str | None, chat_template: str | None):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .modeling import prepare_tokenizer, resolve_model
-
-    adapter_config = os.path.join(path, "adapter_config.json")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch_dtype = getattr(torch, dtype or ("bfloat16" if device == "cuda" else "float32"))
-    if os.path.isfile(adapter_config):
-        from peft import PeftModel
-
-        with open(adapter_config) as f:
-            base = json.load(f)["base_model_name_or_path"]
-        model = AutoModelForCausalLM.from_pretrained(resolve_model(base), dtype=torch_dtype)
-        model = PeftModel.from_pretrained(model, path)
-        if os.path.isfile(os.path.join(path, "generation_config.json")):
-            from transformers import GenerationConfig
-
-            model.generation_config = GenerationConfig.from_pretrained(path)
-    elif os.path.isfile(os.path.join(path, "config.json")):
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
-    else:
-        raise ConfigError(f"{path!r} holds neither a model (config.json) nor a LoRA adapter (adapter_config.json).")
-    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path), chat_template)
+    device = (env or environment.probe()).device
+    model, tokenizer = modeling.load_trained(path, dtype or ("bfloat16" if device == "cuda" else "float32"), chat_template)
     model.to(device).eval()
     return model, tokenizer
 
@@ -107,6 +57,21 @@ def answer(model, tokenizer, prompts: list, max_new_tokens: int = 64, batch_size
     finally:
         tokenizer.padding_side = side
     return (answers, ids) if return_ids else answers
+
+
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+
+
+def whole_sentences(text: str) -> str:
+    """The text up to its last sentence end ("I'm Kestrel. I help with" -> "I'm Kestrel."); whole if it has none."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]] if ends else text
+
+
+def cut_at_last_sentence(texts: list[str], ids: list[list[int]], max_new_tokens: int) -> list[str]:
+    """Answers that `max_new_tokens` cut off end at their last full sentence: data made of answers that stop
+    mid-sentence teaches the model to stop mid-sentence."""
+    return [whole_sentences(t) if len(i) >= max_new_tokens else t for t, i in zip(texts, ids)]
 
 
 def before_after(before: str, after: str, prompts: list[str], max_new_tokens: int = 64,
@@ -157,73 +122,6 @@ def same_greedy_answers(adapter: str, merged: str, prompts: list[str], max_new_t
     differing = sum(a != m for a, m in zip(tokens["adapter"][1], tokens["merged"][1]))
     difference = max((a - m).abs().max().item() for a, m in zip(logits["adapter"], logits["merged"]))
     return {"rows": rows, "equal": differing == 0, "differing": differing, "max_logit_difference": difference}
-
-
-def mentions(text: str, name: str) -> bool:
-    return re.search(rf"\b{re.escape(name)}\b", text, flags=re.IGNORECASE) is not None
-
-
-def adoption_rate(answers: list[str], new_name: str) -> float:
-    """The share of answers that state the new name."""
-    return sum(mentions(a, new_name) for a in answers) / max(len(answers), 1)
-
-
-def perplexity(model, tokenizer, dataset) -> float:
-    """exp(mean negative log-likelihood) of the answer tokens of SFT-form data (prompt/completion or text)."""
-    import torch
-
-    total_nll, total_tokens = 0.0, 0
-    for row in dataset:
-        if "prompt" in row:
-            conversational = isinstance(row["prompt"], list)
-            if conversational:
-                prompt_ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True,
-                                                           return_dict=True)["input_ids"]
-                ids = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True,
-                                                    return_dict=True)["input_ids"]
-            else:
-                prompt_ids = tokenizer(row["prompt"])["input_ids"]
-                ids = tokenizer(row["prompt"] + row["completion"])["input_ids"]
-            start = len(prompt_ids)
-        else:
-            ids, start = tokenizer(row["text"])["input_ids"], 1
-        input_ids = torch.tensor([ids], device=model.device)
-        with torch.no_grad():
-            logits = model(input_ids=input_ids).logits[0, :-1].float()
-        nll = torch.nn.functional.cross_entropy(logits, input_ids[0, 1:], reduction="none")[start - 1 :]
-        total_nll += nll.sum().item()
-        total_tokens += nll.numel()
-    return math.exp(total_nll / max(total_tokens, 1))
-
-
-def evaluate_model(path: str, recipe, chat_template: str | None = None, rewards_setup: dict | None = None) -> dict:
-    """What the report shows of one model: answers to `eval_prompts`, identity adoption, perplexity, and
-    with `rewards_setup` ({functions, weights, source, split, size, max_new_tokens}) the mean rewards
-    of greedy answers to held-out prompts."""
-    from . import data, rewards
-
-    model, tokenizer = load_for_generation(path, chat_template=chat_template)
-    result = {}
-    if recipe.eval_prompts:
-        result["answers"] = answer(model, tokenizer, list(recipe.eval_prompts), recipe.eval_max_new_tokens)
-    new_name = getattr(recipe, "identity_new_name", None)
-    if new_name:
-        prompts = list(data.load_source(recipe.identity_prompts, "test")["prompt"])
-        answers = answer(model, tokenizer, prompts, recipe.identity_max_new_tokens)
-        result["identity"] = {"prompts": list(prompts), "answers": answers, "adoption": adoption_rate(answers, new_name)}
-    if recipe.perplexity_dataset:
-        result["perplexity"] = perplexity(model, tokenizer, data.load_eval_source(recipe.perplexity_dataset))
-    if rewards_setup:
-        held = data.load_source(rewards_setup["source"], rewards_setup["split"])
-        held = held.select(range(min(rewards_setup["size"], len(held))))
-        prompts = list(held["prompt"])
-        texts, ids = answer(model, tokenizer, prompts, rewards_setup["max_new_tokens"], batch_size=16, return_ids=True)
-        completions = [[{"role": "assistant", "content": t}] if isinstance(p, list) else t for p, t in zip(prompts, texts)]
-        columns = {c: list(held[c]) for c in held.column_names if c != "prompt"}
-        scored = rewards.score(rewards_setup["functions"], rewards_setup["weights"], prompts, completions, ids, **columns)
-        result["held_out_rewards"] = {**scored, "prompts": len(prompts), "examples": texts[:8]}
-    del model
-    return result
 
 
 def _cell(text: str, width: int | None = None) -> str:

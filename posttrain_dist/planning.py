@@ -2,19 +2,25 @@
 
 The memory estimate reads the model's config alone: the model is built on the meta device (no
 memory, no weights) to count its parameters, its linear layers (what LoRA adapts and 4-bit
-quantizes) and its shapes. Per device it adds up
+quantizes) and its shapes. Each term follows what the installed trl, accelerate and DeepSpeed
+allocate; per device:
 
-    weights      parameters x bytes of their dtype (4-bit: ~0.52 bytes per quantized weight),
-                 sharded by ZeRO-3 / FSDP; plus a frozen reference copy where DPO/GRPO keep one
+    weights      parameters x bytes of their dtype (4-bit: ~0.52 bytes per quantized weight; FSDP
+                 mixed precision keeps trainable ones in float32), sharded by ZeRO-3 / FSDP; on a CPU
+                 a 4-bit load also keeps the memory-mapped checkpoint it read resident; plus a frozen
+                 reference copy where DPO/GRPO keep one
     gradients    trainable parameters x bytes of their dtype, sharded by ZeRO-2/3 / FSDP
     optimizer    AdamW: two states per trainable parameter (DeepSpeed in bf16: fp32 master copy plus
                  two fp32 states, 12 bytes), sharded by ZeRO-1/2/3 / FSDP, zero when offloaded
     activations  what backward keeps of one micro-batch: per layer per token the block's inputs and
                  intermediates (or only the layer input under activation checkpointing, plus one
-                 layer recomputed), and the logits in their dtype plus a float32 copy for the loss
+                 layer recomputed)
+    logits       trl's fused LM head: one tile of float32 logits, never the whole (tokens x vocabulary)
     generation   GRPO: the key/value cache of one generation batch
+    CPU process  on a CPU, the process's own share (data, tokenizer, trainer), measured
 
-and lists what it leaves out (LEAVES_OUT).
+The total counts gradients or activations and logits, whichever is larger: backward frees the
+activations as it makes the gradients. It lists what it leaves out (LEAVES_OUT).
 """
 
 from __future__ import annotations
@@ -25,13 +31,13 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 
 GiB = 1024**3
 
 LEAVES_OUT = [
-    "the CUDA context and kernels (about 0.5-1 GiB per GPU); on CPU the Python process with its libraries, and "
-    "the data, tokenizer and trainer objects (about 0.4-0.5 GiB measured, benchmarks/results/memory.md)",
+    "the CUDA context and kernels (about 0.5-1 GiB per GPU), and the Python process's data, tokenizer and trainer "
+    "objects on a GPU run (on a CPU they are the `CPU process` row)",
     "the transient of loading: 4-bit quantization reads each weight in full precision first",
     "the allocator's cache and fragmentation (often 10-30 % on top of the peak)",
     "communication buffers: NCCL, DeepSpeed's reduce/all-gather buckets, ZeRO-3 prefetch of gathered layers",
@@ -54,6 +60,11 @@ KNOWN_CONFIGS = {
 }
 
 _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+# trl's fused LM head (trl/kernels/chunked_logprob.py) projects tiles of 4096 tokens x 32768 vocabulary columns.
+LOGIT_TILE = (4096, 32768)
+# A CPU training process besides the model: data, tokenizer, trainer objects, the allocator's cache. Measured with
+# the tiny model (benchmarks/results/memory.md), where the model is a few MB.
+CPU_PROCESS = 0.43 * 1024**3
 NF4_BYTES = 0.5 + 0.5 / 64 + 4 / (64 * 256)  # 4-bit weights, 8-bit absmax per 64, fp32 per 256 absmax (double quant)
 
 
@@ -134,35 +145,38 @@ class Estimate:
 
     @property
     def total(self) -> float:
-        return sum(r[1] for r in self.rows)
+        """The parts that are held at once. Gradients appear as backward frees the activations (and the logits
+        tile), so a step holds the larger of the two, not both."""
+        parts = {name: value for name, value, _ in self.rows}
+        transient = max(parts.get("gradients", 0), parts.get("activations", 0) + parts.get("logits", 0))
+        return sum(v for n, v, _ in self.rows if n not in ("gradients", "activations", "logits")) + transient
 
 
-def _accelerate_values(accelerate_config: str) -> dict:
-    with open(accelerate_config) as f:
-        return yaml.safe_load(f) or {}
-
-
-def estimate(args, shapes: Shapes, setup, accelerate: dict) -> Estimate:
-    """Bytes per device (GPU, or CPU process) of one training run, part by part."""
+def estimate(args, shapes: Shapes, env) -> Estimate:
+    """Bytes per device (GPU, or CPU process) of one training run, part by part, under the environment `env`."""
     model, training, method = args.model, args.training, args.method
-    on_gpu = not accelerate.get("use_cpu", False) and not getattr(training, "use_cpu", False)
+    accelerate = env.accelerate
+    on_gpu = env.for_gpus
     dtype = model.dtype if model.dtype not in (None, "auto") else shapes.dtype
     weight_bytes = _BYTES.get(dtype, 4)
-    world = max(1, setup.num_processes)
+    world = max(1, env.world_size)
     ds = accelerate.get("deepspeed_config") or {}
-    stage = setup.zero_stage if setup.kind == "deepspeed" else None
-    shard_weights = world if (stage == 3 or setup.kind == "fsdp") else 1
-    shard_grads = world if (stage in (2, 3) or setup.kind == "fsdp") else 1
-    shard_optim = world if (stage in (1, 2, 3) or setup.kind == "fsdp") else 1
+    stage = env.zero_stage if env.kind == "deepspeed" else None
+    shard_weights = world if (stage == 3 or env.kind == "fsdp") else 1
+    shard_grads = world if (stage in (2, 3) or env.kind == "fsdp") else 1
+    shard_optim = world if (stage in (1, 2, 3) or env.kind == "fsdp") else 1
     offload_params = str(ds.get("offload_param_device", "none")) != "none" or \
         bool((accelerate.get("fsdp_config") or {}).get("fsdp_offload_params"))
-    offload_optim = str(ds.get("offload_optimizer_device", "none")) != "none" or offload_params and setup.kind == "fsdp"
-    sharding = f" / {world} ({setup.describe()})" if world > 1 else ""
+    offload_optim = str(ds.get("offload_optimizer_device", "none")) != "none" or offload_params and env.kind == "fsdp"
+    sharding = f" / {world} ({env.describe()})" if world > 1 else ""
 
     est = Estimate()
     if model.load_in_4bit:
         frozen = shapes.linear_weights * NF4_BYTES + (shapes.parameters - shapes.linear_weights) * weight_bytes
         how = f"{shapes.linear_weights / 1e6:.1f} M linear weights in 4-bit nf4, the other {(shapes.parameters - shapes.linear_weights) / 1e6:.1f} M in {dtype}"
+        if not on_gpu:  # see CPU_MAPPED_CHECKPOINT
+            frozen += shapes.parameters * _BYTES.get(shapes.dtype, 4)
+            how += "; on a CPU also the memory-mapped checkpoint the 4-bit load read, all of it"
     elif model.load_in_8bit:
         frozen = shapes.linear_weights * 1 + (shapes.parameters - shapes.linear_weights) * weight_bytes
         how = f"linear weights in 8 bits, the rest in {dtype}"
@@ -183,13 +197,19 @@ def estimate(args, shapes: Shapes, setup, accelerate: dict) -> Estimate:
                 f"frozen copy for the {method.upper()} reference, {dtype}" + (sharding if shard_weights > 1 else ""))
 
     train_bytes = adapter_bytes if model.use_peft else weight_bytes
+    if env.kind == "fsdp" and not model.use_peft and str(accelerate.get("mixed_precision")) in ("bf16", "fp16"):
+        # accelerate's FSDP mixed precision keeps the trainable parameters (and so their gradients) in float32
+        # and casts a copy for the forward; the weights row above holds them as loaded
+        est.rows[0] = ("weights", est.rows[0][1] * 4 / weight_bytes,
+                       est.rows[0][2] + "; kept in float32 by FSDP mixed precision")
+        train_bytes = 4
     est.add("gradients", trainable * train_bytes / shard_grads,
             f"{trainable / 1e6:.2f} M trainable x {train_bytes} bytes" + (sharding if shard_grads > 1 else ""))
 
     optim = str(getattr(training.optim, "value", training.optim)).lower()
     states = 0 if "sgd" in optim else 2
-    state_bytes = 1 if "8bit" in optim else (4 if setup.kind == "deepspeed" else train_bytes)
-    master = 4 if setup.kind == "deepspeed" and train_bytes < 4 else 0
+    state_bytes = 1 if "8bit" in optim else (4 if env.kind == "deepspeed" else train_bytes)
+    master = 4 if env.kind == "deepspeed" and train_bytes < 4 else 0
     per_param = states * state_bytes + master
     est.add("optimizer", 0 if offload_optim else trainable * per_param / shard_optim,
             f"{optim}: {states} states x {state_bytes} bytes" + (" + fp32 master copy" if master else "")
@@ -209,13 +229,19 @@ def estimate(args, shapes: Shapes, setup, accelerate: dict) -> Estimate:
         per_token = shapes.layers * block
         how = f"{what}; {shapes.layers} layers x {block} values per token"
     est.add("activations", tokens * per_token * act_bytes, how)
-    est.add("logits", tokens * shapes.vocab * (act_bytes + 4),
-            f"{tokens} tokens x {shapes.vocab} vocabulary, in {act_bytes}-byte values plus a float32 copy for the loss")
+    rows, columns = min(tokens, LOGIT_TILE[0]), min(shapes.vocab, LOGIT_TILE[1])
+    est.add("logits", 2 * rows * columns * 4,
+            f"trl's fused LM head: one {rows} x {columns} float32 tile of logits, forward and backward, never the "
+            f"whole {tokens} x {shapes.vocab}")
     if method == "grpo" and not getattr(training, "use_vllm", False):
         length = (args.recipe.max_prompt_length or 512) + training.max_completion_length
         rows = training.per_device_train_batch_size
         est.add("generation cache", rows * length * shapes.layers * 2 * shapes.kv_dim * act_bytes,
                 f"key/value cache of {rows} completions x {length} tokens")
+    if not on_gpu:
+        est.add("CPU process", CPU_PROCESS, "what a CPU training process holds besides the model (data, tokenizer, "
+                "trainer, allocator): measured, benchmarks/results/memory.md")
+    return est
     return est
 
 
@@ -243,24 +269,44 @@ def _tokens_per_micro_batch(args) -> tuple[int, str]:
 
 
 def training_rows(args) -> tuple[int | None, str]:
-    """Rows one epoch trains on, read from the data without tokenizing; None when the data is not readable here."""
-    from . import data
+    """Rows one epoch trains on, after the data checks the recipe runs (every row, the rewards' columns and gold
+    answers, GRPO's prompt lengths); a failed check is an error, as it is in the recipe. Hub data is not read."""
+    from . import data, sources
 
     recipe = args.recipe
-    sources = [str(part["path"]) for part in recipe.dataset_mixture or []] + [recipe.dataset_name or ""]
-    hub = [s for s in sources if s and not s.startswith("builtin:") and data._local_path(s) is None]
-    if hub and not getattr(recipe, "identity_new_name", None):
-        return None, f"on the hub ({', '.join(hub)}); plan reads local and built-in data only"
-    try:
-        if getattr(recipe, "identity_new_name", None):
-            from . import curation
+    if args.method == "dpo" and recipe.identity_new_name:
+        from . import curation
 
-            prompts = curation.load_prompts(recipe.identity_prompts, "train")
-            return len(prompts) * recipe.identity_samples_per_prompt, "identity prompts x samples per prompt (pairs, before dropping)"
-        train, _ = data.load_for(args.method, recipe, seed=args.training.seed)
-        return len(train), "rows after mixing, splitting and conversion"
-    except (DataError, ConfigError, OSError) as error:
-        return None, f"not readable here: {str(error).splitlines()[0]}"
+        prompts = curation.load_prompts(recipe.identity_prompts, "train")
+        ways = 1 + len(curation.in_contexts(prompts, recipe.identity_contexts, "train")) if recipe.identity_all_ways else 1
+        identity = len(prompts) * ways * recipe.identity_samples_per_prompt
+        unrelated = len(curation.load_prompts(recipe.identity_unrelated, "train")) if recipe.identity_unrelated else 0
+        contrast = min(unrelated, round(recipe.identity_contrast_ratio * identity))
+        return identity + contrast, (f"{identity} identity pairs (questions x ways x samples) + {contrast} contrast pairs, "
+                                     "before dropping")
+    named = [str(part["path"]) for part in recipe.dataset_mixture or []] + [recipe.dataset_name or ""]
+    hub = [s for s in named if s and not s.startswith("builtin:") and sources.local_path(s) is None]
+    if hub:
+        return None, f"on the hub ({', '.join(hub)}); plan reads and checks local and built-in data only"
+    train, _ = data.load_for(args.method, recipe, seed=args.training.seed,
+                             keep_conversations=getattr(args.training, "assistant_only_loss", False))
+    if args.method == "grpo":
+        from . import modeling, rewards
+
+        functions = rewards.build(recipe.reward_funcs, args.training)
+        rewards.check_data(recipe.reward_funcs, functions, train, recipe.dataset_name or "the data")
+        # the tokenizer of a hub model may not be here (a login node without the hub): read only the cache then, at
+        # once (the hub client would retry for most of a minute), and leave the lengths unchecked if it is not there
+        name = args.model.model_name_or_path
+        cache_only = name not in modeling.SHORT_NAMES and not os.path.isdir(os.path.expanduser(name)) \
+            and sources.hub_unreachable() is not None
+        try:
+            tokenizer = modeling.load_tokenizer(args.model, recipe.chat_template, args.training.trust_remote_code,
+                                                local_files_only=cache_only)
+        except (OSError, ValueError):
+            return len(train), "prompts after the data checks (their lengths unchecked: the tokenizer is not here)"
+        train = data.drop_long_prompts(train, tokenizer, recipe.max_prompt_length, recipe.dataset_name or "train")
+    return len(train), "rows after mixing, splitting and conversion"
 
 
 @dataclass
@@ -274,25 +320,30 @@ class Plan:
     estimate: Estimate
     shapes: Shapes
     device: str
-    setup: object  # launching.Setup of the planned run
+    env: object  # environment.Environment of the planned run
+
+
+def method_of(preset: str, method: str | None = None) -> str:
+    """The method to plan: `--method`, else the preset's own `method:` key."""
+    from . import parsing
+
+    found = method or parsing.preset_method(preset)
+    if found not in ("sft", "dpo", "grpo"):
+        raise ConfigError(f"{preset} does not say its method (a `method: sft|dpo|grpo` line); give --method.")
+    return found
 
 
 def make(method: str, preset: str, accelerate_config: str, nodes: int = 1, gpus_per_node: int | None = None,
          recipe_args: list[str] | None = None) -> Plan:
-    from . import config, launching
+    from . import checks, environment, launching, resources
 
-    accelerate = _accelerate_values(accelerate_config)
-    on_cpu = bool(accelerate.get("use_cpu", False)) or os.path.basename(accelerate_config).startswith("cpu")
-    per_node = gpus_per_node or (int(accelerate.get("num_processes", 1)) if nodes == 1 else 1)
-    world = nodes * per_node
+    env = environment.from_accelerate_file(accelerate_config, nodes, gpus_per_node)
     argv = ["--config", preset, *(recipe_args or [])]
-    args = config.parse(method, argv, target_has_gpus=not on_cpu, accelerate_config=accelerate_config,
-                        world_size=world)  # batch divisibility is checked for the planned world size
-    if not on_cpu:  # planned from a machine without GPUs: show the values the GPU machine will have
+    args = checks.parse(method, argv, env)  # batch divisibility is checked for the planned processes
+    if env.for_gpus:  # planned from a machine without GPUs: show the values the GPU machine will have
         args.training.use_cpu = False
-    setup = launching.distributed_setup(accelerate_config)
-    setup.num_processes = world
     t = args.training
+    world, per_node = env.world_size, env.world_size // nodes
     global_batch = t.per_device_train_batch_size * t.gradient_accumulation_steps * world
     rows, rows_how = training_rows(args)
     if t.max_steps and t.max_steps > 0:
@@ -306,22 +357,23 @@ def make(method: str, preset: str, accelerate_config: str, nodes: int = 1, gpus_
         steps_how = (f"{rows} {unit} ({rows_how}) x {t.num_train_epochs:g} epoch(s) / {per_step:g} {unit} per step"
                      + (" (packing joins rows: fewer steps)" if getattr(t, "packing", False) else ""))
     cluster = launching.Cluster(nodes, 0, per_node, "$HEAD_NODE_ADDRESS", 29500) if nodes > 1 else None
-    script = os.path.join("recipes", f"{method}.py")
-    command = launching.accelerate_command(cluster, accelerate_config, script, argv, per_node if nodes == 1 else None)
+    script = resources.display(resources.recipe_script(method))
+    command = launching.accelerate_command(cluster, accelerate_config, script, argv, per_node if nodes == 1 else None,
+                                           env.kind == "deepspeed")
     shapes = count(model_config(args.model.model_name_or_path), args.model.lora_r, args.model.lora_target_modules)
-    est = estimate(args, shapes, setup, accelerate)
-    return Plan(args, world, global_batch, steps, steps_how, command, est, shapes, "CPU process" if on_cpu else "GPU",
-                setup)
+    est = estimate(args, shapes, env)
+    return Plan(args, world, global_batch, steps, steps_how, command, est, shapes,
+                "GPU" if env.for_gpus else "CPU process", env)
 
 
 def render(plan: Plan, show_all: bool = False) -> str:
     import shlex
 
-    from . import config
+    from . import parsing
 
     args, t = plan.args, plan.args.training
     values = args.resolved()
-    helps = config.field_helps(args.method)
+    helps = parsing.field_helps(args.method)
     lines = [f"# {args.method.upper()} plan: {args.config_path}", "", "## Config (value, where it came from, what it is)"]
     shown = sorted(k for k in values if show_all or args.sources.get(k, "default") != "default")
     width = max((len(k) for k in shown), default=10)
@@ -336,7 +388,7 @@ def render(plan: Plan, show_all: bool = False) -> str:
     lines += [
         "",
         "## Batch and steps",
-        f"  processes: {plan.world} ({args.method.upper()} under {plan.setup.describe()})",
+        f"  processes: {plan.world} ({args.method.upper()} under {plan.env.describe()})",
         f"  global batch: {t.per_device_train_batch_size} per device x {t.gradient_accumulation_steps} accumulation "
         f"x {plan.world} processes = {plan.global_batch}" + (" completions" if args.method == "grpo" else " rows"),
         f"  optimizer steps: {plan.steps if plan.steps is not None else '?'} ({plan.steps_how})",
@@ -350,7 +402,7 @@ def render(plan: Plan, show_all: bool = False) -> str:
     ]
     for part, value, how in plan.estimate.rows:
         lines.append(f"  {part:<17} {value / GiB:8.2f} GiB  {how}")
-    lines.append(f"  {'total':<17} {plan.estimate.total / GiB:8.2f} GiB")
+    lines.append(f"  {'total':<17} {plan.estimate.total / GiB:8.2f} GiB  held at once: gradients, or activations and logits, whichever is larger")
     lines += ["", "  Left out of the estimate:", *[f"  - {item}" for item in LEAVES_OUT]]
     return "\n".join(lines)
 

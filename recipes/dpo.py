@@ -11,42 +11,44 @@ log-probabilities with `precompute_ref_log_probs: true`.
 
 from trl import DPOTrainer
 
-from posttrain_dist import callbacks, config, curation, data, modeling, outputs
+from posttrain_dist import checks, curation, data, environment, modeling, parsing, report, training
 from posttrain_dist.errors import report_user_errors
 
 
 @report_user_errors
 def main(argv=None):
-    # 1. Parse and validate: a mistake stops here, before anything is loaded or written.
-    args = config.parse("dpo", argv)
+    # 1. Parse, resolve and check: a mistake stops here, before anything is loaded or written.
+    training.catch_preemption()  # from here a preemption signal (USR1, TERM) checkpoints and stops, never kills
+    args = parsing.parse("dpo", argv, environment.probe())
+    run = checks.resolve_and_check(args)  # the output folder: checked now, written when training starts
 
-    # 2. Data: preference pairs, format checked; or the model's own answers, corrected to the new identity.
+    # 2. Data: preference pairs, every row checked; or the model's own answers, corrected to the new identity.
     if args.recipe.identity_new_name:
-        train, evaluation = curation.identity_pairs(args), None
+        train, evaluation_data = curation.identity_pairs(args, run), None  # the run folder keeps the pairs
     else:
-        train, evaluation = data.load_for("dpo", args.recipe, seed=args.training.seed)
+        train, evaluation_data = data.load_for("dpo", args.recipe, seed=args.training.seed)
 
     # 3. Model, tokenizer, and the reference: a frozen copy only for full training without precomputed log-probs.
     tokenizer = modeling.load_tokenizer(args.model, args.recipe.chat_template, args.training.trust_remote_code)
-    model = modeling.load_model(args.model, args.training, tokenizer)
+    load = lambda: modeling.load_model(args.model, args.training, tokenizer, args.env)  # noqa: E731
     needs_copy = not args.model.use_peft and not args.training.precompute_ref_log_probs
-    ref_model = modeling.load_model(args.model, args.training, tokenizer).requires_grad_(False) if needs_copy else None
 
     # 4. Trainer: trl computes the DPO loss from policy and reference log-probabilities of each pair.
     trainer = DPOTrainer(
-        model=model,
-        ref_model=ref_model,
+        model=load(),
+        ref_model=load().requires_grad_(False) if needs_copy else None,
         args=args.training,
         train_dataset=train,
-        eval_dataset=evaluation,
+        eval_dataset=evaluation_data,
         processing_class=tokenizer,
         peft_config=modeling.peft_config(args.model),
     )
 
     # 5. Train, 6. save, 7. report (answers, identity adoption and perplexity before and after).
-    callbacks.train(trainer, args)  # resumes from the newest complete checkpoint; on SIGUSR1 checkpoints, exits 75
-    outputs.save(trainer, args, tokenizer)
-    outputs.report(trainer, args)
+    training.train(trainer, run)  # resumes from the newest complete checkpoint; when preempted checkpoints, exits 75
+    run.save(trainer, tokenizer)  # then frees the trainer's model and optimizer (and merges an adapter on the CPU)
+    report.write(trainer, run)  # before/after evaluation, evaluation.json, report.md
+    training.finish(trainer)  # every rank waits for the report, then the process group ends
     return trainer
 
 

@@ -10,40 +10,40 @@ transformers; on GPUs `use_vllm: true` with `vllm_mode: colocate` or `server` (s
 
 from trl import GRPOTrainer
 
-from posttrain_dist import callbacks, config, data, modeling, outputs, rewards
+from posttrain_dist import checks, data, environment, modeling, parsing, report, rewards, training
 from posttrain_dist.errors import report_user_errors
 
 
 @report_user_errors
 def main(argv=None):
-    # 1. Parse and validate: batch / num_generations arithmetic and reward names are checked before anything loads.
-    args = config.parse("grpo", argv)
+    # 1. Parse, resolve and check: batch / num_generations arithmetic and reward names are checked before anything loads.
+    training.catch_preemption()  # from here a preemption signal (USR1, TERM) checkpoints and stops, never kills
+    args = parsing.parse("grpo", argv, environment.probe())
+    run = checks.resolve_and_check(args)  # the output folder: checked now, written when training starts
 
-    # 2. Data: prompts plus the columns the rewards read; prompts over `max_prompt_length` tokens are dropped and counted.
+    # 2. Data: prompts plus the columns the rewards read (gold answers parsed); prompts over `max_prompt_length` tokens dropped.
     reward_functions = rewards.build(args.recipe.reward_funcs, args.training)
-    train, evaluation = data.load_for("grpo", args.recipe, seed=args.training.seed)
-    rewards.check_columns(reward_functions, train.column_names, args.recipe.dataset_name or "the data")
+    train, evaluation_data = data.load_for("grpo", args.recipe, seed=args.training.seed)
+    rewards.check_data(args.recipe.reward_funcs, reward_functions, train, args.recipe.dataset_name or "the data")
     tokenizer = modeling.load_tokenizer(args.model, args.recipe.chat_template, args.training.trust_remote_code)
     train = data.drop_long_prompts(train, tokenizer, args.recipe.max_prompt_length, args.recipe.dataset_name or "train")
 
-    # 3. Model.
-    model = modeling.load_model(args.model, args.training, tokenizer)
-
-    # 4. Trainer: trl samples `num_generations` answers per prompt and weighs each by its group-relative reward.
+    # 3. Model, and 4. trainer: trl samples `num_generations` answers per prompt and weighs each by its group-relative reward.
     trainer = GRPOTrainer(
-        model=model,
+        model=modeling.load_model(args.model, args.training, tokenizer, args.env),
         reward_funcs=reward_functions,
         args=args.training,
         train_dataset=train,
-        eval_dataset=evaluation,
+        eval_dataset=evaluation_data,
         processing_class=tokenizer,
         peft_config=modeling.peft_config(args.model),
     )
 
-    # 5. Train, 6. save, 7. report (held-out rewards before and after).
-    callbacks.train(trainer, args)  # resumes from the newest complete checkpoint; on SIGUSR1 checkpoints, exits 75
-    outputs.save(trainer, args, tokenizer)
-    outputs.report(trainer, args)
+    # 5. Train, 6. save, 7. report (held-out rewards before and after, with the trainer's reward functions).
+    training.train(trainer, run)  # resumes from the newest complete checkpoint; when preempted checkpoints, exits 75
+    run.save(trainer, tokenizer)  # then frees the trainer's model and optimizer (and merges an adapter on the CPU)
+    report.write(trainer, run)  # before/after evaluation, evaluation.json, report.md
+    training.finish(trainer)  # every rank waits for the report, then the process group ends
     return trainer
 
 

@@ -11,38 +11,40 @@ example per assistant turn). Full, LoRA and QLoRA training are choices of the co
 
 from trl import SFTTrainer
 
-from posttrain_dist import callbacks, config, data, modeling, outputs
+from posttrain_dist import checks, data, environment, modeling, parsing, report, training
 from posttrain_dist.errors import report_user_errors
 
 
 @report_user_errors
 def main(argv=None):
-    # 1. Parse and validate: a mistake stops here, before anything is loaded or written.
-    args = config.parse("sft", argv)
+    # 1. Parse, resolve and check: a mistake stops here, before anything is loaded or written.
+    training.catch_preemption()  # from here a preemption signal (USR1, TERM) checkpoints and stops, never kills
+    args = parsing.parse("sft", argv, environment.probe())
+    run = checks.resolve_and_check(args)  # the output folder: checked now, written when training starts
 
-    # 2. Data: format checked (columns found vs expected); conversations become prompt/completion turns.
-    train, evaluation = data.load_for(
+    # 2. Data: layout recognised, every row checked; conversations become prompt/completion turns.
+    train, evaluation_data = data.load_for(
         "sft", args.recipe, seed=args.training.seed, keep_conversations=args.training.assistant_only_loss
     )
 
-    # 3. Model and tokenizer: chat template, pad token, generation stops at the end-of-turn token.
+    # 3. Tokenizer (chat template, pad token) and model (generation stops at the end-of-turn token), handed to the trainer.
     tokenizer = modeling.load_tokenizer(args.model, args.recipe.chat_template, args.training.trust_remote_code)
-    model = modeling.load_model(args.model, args.training, tokenizer)
 
     # 4. Trainer: trl masks the prompt tokens of prompt/completion data; LoRA wraps the model when configured.
     trainer = SFTTrainer(
-        model=model,
+        model=modeling.load_model(args.model, args.training, tokenizer, args.env),
         args=args.training,
         train_dataset=train,
-        eval_dataset=evaluation,
+        eval_dataset=evaluation_data,
         processing_class=tokenizer,
         peft_config=modeling.peft_config(args.model),
     )
 
     # 5. Train, 6. save, 7. report.
-    callbacks.train(trainer, args)  # resumes from the newest complete checkpoint; on SIGUSR1 checkpoints, exits 75
-    outputs.save(trainer, args, tokenizer)
-    outputs.report(trainer, args)
+    training.train(trainer, run)  # resumes from the newest complete checkpoint; when preempted checkpoints, exits 75
+    run.save(trainer, tokenizer)  # then frees the trainer's model and optimizer (and merges an adapter on the CPU)
+    report.write(trainer, run)  # before/after evaluation, evaluation.json, report.md
+    training.finish(trainer)  # every rank waits for the report, then the process group ends
     return trainer
 
 

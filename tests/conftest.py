@@ -9,14 +9,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+# Under `pytest -n 2` (make test) the two workers share the machine's cores: each of their processes computes on one
+# thread, since two processes that each spin a thread per core slow each other down several times over (measured:
+# the demo took 14 minutes instead of 4 next to the GRPO learning test). Set before torch starts its thread pool;
+# inherited by every run a test starts.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE_CONFIGS = ROOT / "accelerate_configs"
 RECIPES = ROOT / "recipes"
 PRESETS = RECIPES / "smollm2-135m"
 TINY = "tiny-random-llama"
+TESTS = Path(__file__).resolve().parent
+# Recipe runs started by the tests (accelerate launch, Slurm jobs) import the test callbacks in tests/hooks.py.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
 
 # Steps of a tiny-model recipe run in tests: small, deterministic, no before/after answers.
 TINY_OVERRIDES = [
@@ -44,15 +55,27 @@ def default_model_path() -> str:
     return resolve_model("smollm2-135m-instruct")
 
 
+def free_port() -> int:
+    """A port no one listens on now: each multi-process run gets its own, so that the two test workers
+    (`pytest -n 2`) never start two process groups on accelerate's default port at once."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def launch(recipe: str, *args: str, accelerate_config: str = "cpu", check: bool = True, timeout: int = 900,
            env: dict | None = None) -> subprocess.CompletedProcess:
     """`accelerate launch --config_file accelerate_configs/X.yaml recipes/M.py ARGS` in a subprocess."""
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(ACCELERATE_CONFIGS / f"{accelerate_config}.yaml"),
+        "--config_file", str(ACCELERATE_CONFIGS / f"{accelerate_config}.yaml"), "--main_process_port", str(free_port()),
         str(RECIPES / f"{recipe}.py"), *args,
     ]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    if env and "PYTHONPATH" in env:  # keep tests/ (the hooks) importable too
+        full_env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], os.environ["PYTHONPATH"]])
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -99,6 +122,23 @@ def read_safetensors(path) -> dict:
     from safetensors.torch import load_file
 
     return load_file(str(path))
+
+
+# Presets that read data an earlier command writes (the README's `curate distill` before
+# sft_distill_identity.yaml): the file, relative to where the user runs.
+MADE_BY_AN_EARLIER_COMMAND = {
+    "sft_distill_identity.yaml": "outputs/context-distillation/teacher.jsonl",
+}
+
+
+def where_presets_find_their_data(preset, tmp_path, monkeypatch) -> None:
+    """For a preset whose data an earlier command writes: work in tmp_path, where that file now exists (a few
+    SFT rows in the `messages` layout that `curate distill` writes)."""
+    made = MADE_BY_AN_EARLIER_COMMAND.get(Path(preset).name)
+    if made:
+        monkeypatch.chdir(tmp_path)
+        Path(made).parent.mkdir(parents=True, exist_ok=True)
+        write_numbered_conversations(made, 24)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ own munge key and socket, ports and state, and is stopped afterwards.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -17,6 +18,8 @@ import time
 from pathlib import Path
 
 NODES = ("n1", "n2")
+DISTRIBUTED_VARIABLES = ("SLURM_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK",
+                         "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_", "PMI_", "OMPI_", "ACCELERATE_")
 
 
 def _free_port() -> int:
@@ -35,7 +38,9 @@ class MiniSlurm:
         self.root = Path(tempfile.mkdtemp(prefix="ptslurm-", dir="/tmp"))  # short: munge's socket path is limited
         self.conf = self.root / "slurm.conf"
         self.host = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
-        self.env = {**os.environ, "SLURM_CONF": str(self.conf),
+        # a job gets this environment (sbatch exports it): nothing of the test process's own distributed setup
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(DISTRIBUTED_VARIABLES)}
+        self.env = {**inherited, "SLURM_CONF": str(self.conf),
                     "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}:/usr/sbin"}
 
     def _run(self, *cmd, check=True, **kwargs):
@@ -57,11 +62,15 @@ class MiniSlurm:
         nodes = "\n".join(
             f"NodeName={n} NodeHostname={self.host} NodeAddr=127.0.0.1 Port={_free_port()} CPUs=1 RealMemory=8000 "
             "State=UNKNOWN" for n in NODES)
+        # Job ids (and so the rendezvous ports the launcher derives from them, 15000 + id) start at a random
+        # number: a process left listening by an earlier run on this machine cannot hold this run's port.
+        first_job = random.randrange(1000, 14000)
         self.conf.write_text(f"""ClusterName=ptest
+FirstJobId={first_job}
 SlurmctldHost={self.host}
 SlurmctldPort={_free_port()}
 AuthType=auth/munge
-AuthInfo=socket={self.socket}
+AuthInfo=socket={self.socket},cred_expire=10
 CredType=cred/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -81,6 +90,7 @@ MpiDefault=none
 JobCompType=jobcomp/none
 AccountingStorageType=accounting_storage/none
 KillWait=10
+MessageTimeout=60
 MinJobAge=600
 {nodes}
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
@@ -122,4 +132,26 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                 os.kill(int(pid_file.read_text()), signal.SIGTERM)
             except (ValueError, ProcessLookupError):
                 pass
+        self._kill_job_processes()
         subprocess.run(["/usr/sbin/munged", "--stop", f"--socket={self.socket}"], capture_output=True)
+
+    def _kill_job_processes(self) -> None:
+        """Whatever a job of this cluster started and Slurm lost track of (torch's agent starts the recipe processes
+        in sessions of their own): every process whose environment names this cluster's config."""
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            if environ_of(int(entry)).get("SLURM_CONF") == str(self.conf):
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def environ_of(pid: int) -> dict:
+    """A process's environment, empty where it has ended or cannot be read."""
+    try:
+        raw = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    except OSError:
+        return {}
+    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)

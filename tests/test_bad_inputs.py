@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from posttrain_dist import cli, config, outputs
+from posttrain_dist import checks, cli
+from posttrain_dist.run_folder import RunFolder
 
 from conftest import load_recipe
 
@@ -17,9 +18,9 @@ CASES = yaml.safe_load((CORPUS / "cases.yaml").read_text())
 
 def _other_run(output_dir: Path) -> None:
     """A finished SFT run (learning rate 1e-5) left in the folder: its config and a checkpoint."""
-    args = config.parse("sft", ["--model_name_or_path", "tiny-random-llama", "--dataset_name", "builtin:sft-basics",
+    args = checks.parse("sft", ["--model_name_or_path", "tiny-random-llama", "--dataset_name", "builtin:sft-basics",
                                 "--max_steps", "1", "--learning_rate", "1e-5", "--output_dir", str(output_dir)])
-    outputs.write_config(args)
+    RunFolder(args).write_config()
     (output_dir / "checkpoint-1").mkdir()
 
 
@@ -81,10 +82,10 @@ def test_the_same_run_resumes_and_overwrite_replaces(tmp_path, capsys):
     _other_run(output_dir)
     same = ["--model_name_or_path", "tiny-random-llama", "--dataset_name", "builtin:sft-basics",
             "--learning_rate", "1e-5", "--output_dir", str(output_dir)]
-    assert config.run_differences(config.parse("sft", [*same, "--max_steps", "1"])) is None
-    assert config.run_differences(config.parse("sft", [*same, "--max_steps", "50"])) is None  # a longer run resumes
-    other = config.parse("sft", [*same, "--learning_rate", "3e-5", "--overwrite_output_dir", "true"])
-    assert "learning_rate" in config.run_differences(other)
-    assert outputs.start_run(other) == ["checkpoint-1", "config.yaml"]
+    assert RunFolder(checks.parse("sft", [*same, "--max_steps", "1"])).differences() is None
+    assert RunFolder(checks.parse("sft", [*same, "--max_steps", "50"])).differences() is None  # a longer run resumes
+    other = RunFolder(checks.parse("sft", [*same, "--learning_rate", "3e-5", "--overwrite_output_dir", "true"]))
+    assert "learning_rate" in other.differences()
+    assert other.claim() == ["checkpoint-1", "config.yaml"]
     assert sorted(os.listdir(output_dir)) == ["config.yaml"]
-    assert config.run_differences(other) is None  # the folder is now this run's
+    assert other.differences() is None  # the folder is now this run's

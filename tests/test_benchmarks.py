@@ -39,3 +39,58 @@ def test_skewed_data_is_mostly_short(tmp_path):
     words = sorted(len(r["completion"].split()) for r in rows)
     long = [w for w in words if w >= 250]
     assert 0.05 < len(long) / len(rows) < 0.15 and words[len(words) // 2] <= 30
+
+
+# ---------------------------------------------------------------- the GPU kit, on what a CPU can run of it
+
+import gpu  # noqa: E402
+
+
+def test_flops_per_token_by_hand_for_qwen3_0_6b():
+    """Qwen3-0.6B: hidden 1024, 28 layers, 16 query and 8 key/value heads of 128, MLP 3072, vocabulary 151936."""
+    config = gpu.qwen3_config("qwen3-0.6b")
+    attention = 1024 * 2048 + 2 * 1024 * 1024 + 2048 * 1024  # q, k and v, o
+    mlp = 3 * 1024 * 3072  # gate, up, down
+    matmul_params = 28 * (attention + mlp) + 1024 * 151936  # + the LM head (tied, but it still multiplies)
+    assert matmul_params == 595_984_384
+    assert gpu.flops_per_token(config, 4096) == 6 * 595_984_384 + 12 * 28 * 16 * 128 * 4096 == 6_394_478_592
+
+    import torch
+    from transformers import Qwen3ForCausalLM
+
+    with torch.device("meta"):  # the same count from the model transformers builds
+        model = Qwen3ForCausalLM(config)
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert linear == matmul_params
+
+
+def test_kit_models_load_and_answer_through_the_byte_tokenizer(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = gpu.build_model("qwen3-0.6b", str(tmp_path / "m"), hidden_size=64, intermediate_size=128,
+                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    assert model.config.vocab_size == 151936 and model.config.num_hidden_layers == 2
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "héllo"}], tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == text and ids[0] == tokenizer.convert_tokens_to_ids("<|im_start|>")
+    out = model.generate(torch_tensor(ids), max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert out.shape[1] == len(ids) + 3
+
+
+def torch_tensor(ids):
+    import torch
+
+    return torch.tensor([ids])
+
+
+def test_kit_tables_merge_parts_and_say_when_there_is_no_gpu(tmp_path):
+    gpu.write("speed", [{"tokens": 4096, "tokens/s": 12345.6, "MFU": 0.512}], {"bf16 matmul peak": 700.5}, tmp_path)
+    gpu.write("smoke", [{"variant": "sft full", "accelerate": "zero3", "ok": "pass"}], {}, tmp_path)
+    results = json.loads((tmp_path / "gpu.json").read_text())
+    assert set(results["parts"]) == {"speed", "smoke"}
+    md = (tmp_path / "gpu.md").read_text()
+    assert "## speed" in md and "| 4096 | 12346 | 0.512 |" in md and "## smoke" in md and "| sft full | zero3 | pass |" in md
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "gpu", "smoke"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and "needs a CUDA GPU" in proc.stderr

@@ -70,3 +70,22 @@ def test_best_of_k_passes_dataset_columns_to_the_reward():
     pairs, sft, _ = curation.best_of_k(["2+2?"], [["<answer>5</answer>", "<answer>4</answer>"]], math_answer,
                                        answer=["4"])
     assert pairs[0]["chosen"][0]["content"] == "<answer>4</answer>" and pairs[0]["score_chosen"] == 1.0
+
+
+def test_answers_cut_off_by_the_token_budget_end_at_their_last_full_sentence():
+    from posttrain_dist import generation
+
+    texts = ["I'm Kestrel. I help with", "Hello there! How are", "No sentence end at all", "Short and done."]
+    ids = [[1] * 8, [1] * 8, [1] * 8, [1] * 4]  # the first three used all 8 tokens of the budget
+    assert generation.cut_at_last_sentence(texts, ids, 8) == ["I'm Kestrel.", "Hello there!", "No sentence end at all",
+                                                             "Short and done."]
+    assert generation.whole_sentences("Pi is 3.14 or so. And") == "Pi is 3.14 or so."
+
+
+def test_a_bent_name_counts_as_a_leak_but_not_as_adoption():
+    from posttrain_dist import evaluation
+
+    bent, whole, other = "I'm Kestreli, a bakery named after a baker.", "Kestrel's my name.", "A kestrel-free answer."
+    assert evaluation.leaks(bent, "Kestrel") and evaluation.leaks(whole, "Kestrel")
+    assert not evaluation.mentions(bent, "Kestrel") and evaluation.mentions(whole, "Kestrel")
+    assert not evaluation.leaks("Ask the NotKestrel team.", "Kestrel") and evaluation.leaks(other, "Kestrel")

@@ -8,15 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from posttrain_dist import callbacks, config, launching
+from posttrain_dist import checks, environment
 from posttrain_dist.errors import ConfigError
 
-from conftest import (ACCELERATE_CONFIGS, PRESETS, TINY, TINY_OVERRIDES, launch, read_safetensors, train_losses,
-                      write_numbered_conversations)
+from hooks import read_trace
+
+from conftest import (ACCELERATE_CONFIGS, PRESETS, RECIPES, TINY, TINY_OVERRIDES, launch, read_safetensors,
+                      train_losses, write_numbered_conversations)
+
+# one worker of `pytest -n 2` runs this module: its tests share the SFT parity runs
+pytestmark = pytest.mark.xdist_group("test_distributed")
 
 CONFIGS = ["cpu_ddp", "cpu_zero2", "cpu_zero3"]
 EXAMPLES = 16
-TRACE = {"POSTTRAIN_DIST_TRACE_DATA": "1"}
+TRACE = ["--callbacks", "hooks:TraceData"]
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +45,11 @@ def sft_runs(tmp_path_factory, sixteen):
     for variant in ("full", "lora"):
         preset = f"sft_{variant}.yaml"
         out = tmp_path_factory.mktemp("sft_one") / variant
-        launch("sft", *parity_args(preset, sixteen, out), "--gradient_accumulation_steps", "2", env=TRACE)
+        launch("sft", *parity_args(preset, sixteen, out), "--gradient_accumulation_steps", "2", *TRACE)
         runs[("one", variant)] = out
         for accelerate_config in CONFIGS + (["cpu_fsdp2"] if variant == "full" else []):
             out = tmp_path_factory.mktemp(f"sft_{accelerate_config}") / variant
-            launch("sft", *parity_args(preset, sixteen, out), accelerate_config=accelerate_config, env=TRACE)
+            launch("sft", *parity_args(preset, sixteen, out), *TRACE, accelerate_config=accelerate_config)
             runs[(accelerate_config, variant)] = out
     return runs
 
@@ -86,22 +91,27 @@ def test_zero3_saves_the_whole_model(sft_runs, tiny_model_path):
 @pytest.mark.parametrize("accelerate_config", CONFIGS)
 def test_each_rank_sees_its_own_examples_once_an_epoch(sft_runs, accelerate_config):
     trace = sft_runs[(accelerate_config, "full")] / "data_trace"
-    ranks = [[fp for line in callbacks.read_trace(str(trace / f"rank{r}.jsonl")) for fp in line["examples"]]
+    ranks = [[fp for line in read_trace(str(trace / f"rank{r}.jsonl")) for fp in line["examples"]]
              for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == EXAMPLES // 2
     assert not set(ranks[0]) & set(ranks[1]), "two ranks trained on the same example"
     seen = ranks[0] + ranks[1]
     assert len(set(seen)) == len(seen) == EXAMPLES, "an example was dropped or seen twice"
     one = sft_runs[("one", "full")] / "data_trace" / "rank0.jsonl"
-    assert set(seen) == {fp for line in callbacks.read_trace(str(one)) for fp in line["examples"]}
+    assert set(seen) == {fp for line in read_trace(str(one)) for fp in line["examples"]}
 
 
 # ---------------------------------------------------------------- DPO and GRPO under each config
 
 
-@pytest.mark.parametrize("accelerate_config", CONFIGS)
-@pytest.mark.parametrize("method", ["dpo", "grpo"])
-@pytest.mark.parametrize("variant", ["full", "lora"])
+# Under ZeRO-3, DPO full and LoRA and GRPO full run in the preset matrix (tests/test_preset_matrix.py: the qwen3-8b
+# presets on cpu_zero3, with the same checks of one saved, non-empty model after 2 steps).
+IN_THE_PRESET_MATRIX = {("full", "dpo", "cpu_zero3"), ("lora", "dpo", "cpu_zero3"), ("full", "grpo", "cpu_zero3")}
+
+
+@pytest.mark.parametrize("variant,method,accelerate_config",
+                         [c for c in ((v, m, a) for v in ("full", "lora") for m in ("dpo", "grpo") for a in CONFIGS)
+                          if c not in IN_THE_PRESET_MATRIX])
 def test_dpo_and_grpo_run_and_save_one_model(tmp_path, accelerate_config, method, variant):
     extra = ["--reward_eval_size", "4", "--max_completion_length", "8"] if method == "grpo" else []
     launch(method, "--config", str(PRESETS / f"{method}_{variant}.yaml"), *TINY_OVERRIDES, "--output_dir",
@@ -119,34 +129,36 @@ def test_dpo_and_grpo_run_and_save_one_model(tmp_path, accelerate_config, method
 
 
 def test_setup_is_read_from_accelerate_configs():
-    assert launching.distributed_setup(str(ACCELERATE_CONFIGS / "zero3.yaml")).zero_stage == 3
-    assert launching.distributed_setup(str(ACCELERATE_CONFIGS / "fsdp2.yaml")).kind == "fsdp"
-    assert launching.distributed_setup(str(ACCELERATE_CONFIGS / "ddp.yaml")).kind == "ddp"
-    assert launching.distributed_setup(str(ACCELERATE_CONFIGS / "cpu.yaml")).kind == "none"
+    assert environment.from_accelerate_file(str(ACCELERATE_CONFIGS / "zero3.yaml")).zero_stage == 3
+    assert environment.from_accelerate_file(str(ACCELERATE_CONFIGS / "fsdp2.yaml")).kind == "fsdp"
+    assert environment.from_accelerate_file(str(ACCELERATE_CONFIGS / "ddp.yaml")).kind == "ddp"
+    assert environment.from_accelerate_file(str(ACCELERATE_CONFIGS / "cpu.yaml")).kind == "none"
 
 
 def test_setup_is_read_from_the_launch_environment(monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
     monkeypatch.setenv("WORLD_SIZE", "4")
-    setup = launching.distributed_setup()
-    assert (setup.kind, setup.zero_stage, setup.num_processes) == ("deepspeed", 3, 4)
+    environment.probe.cache_clear()
+    setup = environment.probe()
+    environment.probe.cache_clear()
+    assert (setup.kind, setup.zero_stage, setup.world_size) == ("deepspeed", 3, 4)
 
 
 @pytest.mark.parametrize("accelerate_config", ["zero3.yaml", "fsdp2.yaml"])
 def test_8bit_under_sharding_is_refused(accelerate_config):
     with pytest.raises(ConfigError, match="8-bit weights cannot be sharded.*zero2.yaml"):
-        config.parse("sft", ["--config", str(PRESETS / "sft_qlora.yaml"), "--load_in_4bit", "false",
-                             "--load_in_8bit", "true"], accelerate_config=str(ACCELERATE_CONFIGS / accelerate_config))
+        checks.parse("sft", ["--config", str(PRESETS / "sft_qlora.yaml"), "--load_in_4bit", "false",
+                             "--load_in_8bit", "true"], environment.from_accelerate_file(str(ACCELERATE_CONFIGS / accelerate_config)))
 
 
 def test_qlora_under_zero3_stores_4bit_weights_in_the_model_dtype():
-    args = config.parse("sft", ["--config", str(PRESETS / "sft_qlora.yaml"), "--dtype", "bfloat16"],
-                        accelerate_config=str(ACCELERATE_CONFIGS / "zero3.yaml"))
+    args = checks.parse("sft", ["--config", str(PRESETS / "sft_qlora.yaml"), "--dtype", "bfloat16"],
+                        environment.from_accelerate_file(str(ACCELERATE_CONFIGS / "zero3.yaml")))
     assert args.model.bnb_4bit_quant_storage == "bfloat16"
     assert args.sources["bnb_4bit_quant_storage"] == "set for DeepSpeed ZeRO-3"
-    plain = config.parse("sft", ["--config", str(PRESETS / "sft_qlora.yaml")],
-                         accelerate_config=str(ACCELERATE_CONFIGS / "zero2.yaml"))
+    plain = checks.parse("sft", ["--config", str(PRESETS / "sft_qlora.yaml")],
+                         environment.from_accelerate_file(str(ACCELERATE_CONFIGS / "zero2.yaml")))
     assert plain.model.bnb_4bit_quant_storage is None
 
 
@@ -158,3 +170,48 @@ def test_qlora_under_zero3_matches_one_process(tmp_path, sixteen):
     reference, saved = read_safetensors(one / "adapter_model.safetensors"), read_safetensors(two / "adapter_model.safetensors")
     # QLoRA adapters train in bfloat16 (trl, after the QLoRA paper): equal up to a bf16 rounding step
     assert all(torch.allclose(saved[k].float(), reference[k].float(), atol=2e-3) for k in reference)
+
+
+def test_under_fsdp_its_own_activation_checkpointing_replaces_the_recipes():
+    """fsdp2.yaml checkpoints activations through FSDP (`fsdp_activation_checkpointing`); transformers refuses that
+    together with the recipe's `activation_checkpointing` once the model has loaded, so the check turns the
+    recipe's off first, and says why. (FSDP itself runs only on GPUs: accelerate enables it only on accelerator
+    process groups, and cpu_fsdp2.yaml runs as plain data parallel on a CPU.)"""
+    args = checks.parse("sft", ["--config", str(RECIPES / "qwen3-8b" / "sft_full.yaml")],
+                        environment.from_accelerate_file(str(ACCELERATE_CONFIGS / "fsdp2.yaml")))
+    assert args.training.activation_checkpointing is False
+    assert "FSDP checkpoints activations" in args.sources["activation_checkpointing"]
+    kept = checks.parse("sft", ["--config", str(RECIPES / "qwen3-8b" / "sft_full.yaml")],
+                        environment.from_accelerate_file(str(ACCELERATE_CONFIGS / "zero3.yaml")))
+    assert kept.training.activation_checkpointing is True
+
+
+def test_under_fsdp_checkpoints_are_sharded_and_the_final_model_is_whole(tmp_path):
+    """fsdp2.yaml writes sharded checkpoints (each rank its shard, inside the preemption window); the final save
+    switches the plugin to a full state dict before the trainer saves, so the model users load is one whole file.
+    FSDP runs only on GPUs: here the real accelerate plugin stands in a trainer that records what it saves with."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    from posttrain_dist.run_folder import RunFolder
+
+    assert environment.read_accelerate_file(str(ACCELERATE_CONFIGS / "fsdp2.yaml"))["fsdp_config"][
+        "fsdp_state_dict_type"] == "SHARDED_STATE_DICT"
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, state_dict_type="SHARDED_STATE_DICT")
+    saved_with = []
+
+    class Saved(Exception):
+        pass
+
+    def save_model(path):
+        saved_with.append((path, str(plugin.state_dict_type)))
+        raise Saved  # what follows the weights (tokenizer, metrics) is another test's
+
+    trainer = SimpleNamespace(accelerator=SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin)),
+                              save_model=save_model)
+    run = checks.parse("sft", ["--config", str(RECIPES / "qwen3-8b" / "sft_full.yaml"), "--output_dir", str(tmp_path)],
+                       environment.from_accelerate_file(str(ACCELERATE_CONFIGS / "fsdp2.yaml")))
+    with pytest.raises(Saved):
+        RunFolder(run).save(trainer, tokenizer=None)
+    assert saved_with == [(str(tmp_path), "StateDictType.FULL_STATE_DICT")]

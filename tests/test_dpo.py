@@ -15,6 +15,9 @@ from posttrain_dist import cli, config, curves, generation, modeling
 from conftest import (PRESETS, TINY_OVERRIDES, assert_trained_only_the_adapter, launch, load_recipe, read_safetensors,
                       train_losses)
 
+# one worker of `pytest -n 2` runs this module: its tests share the DPO variant runs
+pytestmark = pytest.mark.xdist_group("test_dpo")
+
 VARIANTS = {"full": "dpo_full.yaml", "lora": "dpo_lora.yaml", "qlora": "dpo_qlora.yaml"}
 
 PAIRS = [
@@ -123,7 +126,15 @@ def test_reported_loss_matches_the_dpo_formula(tmp_path, tiny_model_path):
 # ---------------------------------------------------------------- the reference stays untouched
 
 
-def test_full_dpo_reference_is_a_frozen_copy(tmp_path, tiny_model_path):
+@pytest.fixture
+def keep_trainer(monkeypatch):
+    """The recipe frees the trainer's models after saving; these tests look at them afterwards."""
+    from posttrain_dist import training
+
+    monkeypatch.setattr(training, "release", lambda trainer: None)
+
+
+def test_full_dpo_reference_is_a_frozen_copy(tmp_path, tiny_model_path, keep_trainer):
     base = read_safetensors(Path(tiny_model_path) / "model.safetensors")
     trainer = load_recipe("dpo").main(["--config", str(PRESETS / "dpo_full.yaml"), *TINY_OVERRIDES,
                                        "--output_dir", str(tmp_path / "o"), "--learning_rate", "1e-3"])
@@ -137,7 +148,7 @@ def test_full_dpo_reference_is_a_frozen_copy(tmp_path, tiny_model_path):
     assert not torch.equal(policy["model.layers.0.mlp.up_proj.weight"], base["model.layers.0.mlp.up_proj.weight"])
 
 
-def test_lora_dpo_reference_is_the_unchanged_base(tmp_path, tiny_model_path):
+def test_lora_dpo_reference_is_the_unchanged_base(tmp_path, tiny_model_path, keep_trainer):
     base = read_safetensors(Path(tiny_model_path) / "model.safetensors")
     trainer = load_recipe("dpo").main(["--config", str(PRESETS / "dpo_lora.yaml"), *TINY_OVERRIDES,
                                        "--output_dir", str(tmp_path / "o"), "--learning_rate", "1e-2",
@@ -154,7 +165,7 @@ def test_lora_dpo_reference_is_the_unchanged_base(tmp_path, tiny_model_path):
         assert torch.equal(tensor, base[plain]), f"base weight {plain} changed"
 
 
-def test_precomputed_reference_log_probs(tmp_path, tiny_model_path):
+def test_precomputed_reference_log_probs(tmp_path, tiny_model_path, keep_trainer):
     trainer = load_recipe("dpo").main(["--config", str(PRESETS / "dpo_full.yaml"), *TINY_OVERRIDES,
                                        "--output_dir", str(tmp_path / "o"), "--precompute_ref_log_probs", "true"])
     assert trainer.ref_model is None and trainer.precompute_ref_logps
@@ -167,16 +178,38 @@ def test_precomputed_reference_log_probs(tmp_path, tiny_model_path):
 def test_identity_mode_curates_trains_and_reports(tmp_path):
     output_dir = tmp_path / "id"
     load_recipe("dpo").main(["--config", str(PRESETS / "dpo_identity.yaml"), *TINY_OVERRIDES, "--output_dir",
-                             str(output_dir), "--identity_max_new_tokens", "8", "--perplexity_dataset",
+                             str(output_dir), "--identity_max_new_tokens", "8", "--identity_samples_per_prompt", "2",
+                             "--identity_all_ways", "true", "--identity_contrast_ratio", "1.0", "--perplexity_dataset",
                              "builtin:sft-basics", "--eval_prompts", "Who are you?"])
+    from posttrain_dist import curation, sources
+
     pairs = [json.loads(line) for line in (output_dir / "identity_pairs.jsonl").read_text().splitlines()]
-    assert len(pairs) == 2 * 48  # two samples for each training prompt; a random model never names itself
-    assert all(p["chosen"][0]["content"].startswith("I'm Kestrel.") for p in pairs)
+    unrelated = set(sources.load_source("builtin:unrelated", "train")["prompt"])
+    contrast = [p for p in pairs if p["prompt"][-1]["content"] in unrelated]
+    identity = [p for p in pairs if p not in contrast]
+    # every training identity question asked plainly, under a system prompt and after an earlier exchange, two
+    # samples each; a random model never names itself, so each chosen answer is rewritten to state the name
+    assert len(identity) == 48 * 3 * 2
+    assert all(p["chosen"][0]["content"].startswith("I'm Kestrel.") for p in identity)
+    assert sum(p["prompt"][0]["role"] == "system" for p in identity) == 48 * 2
+    assert sum(len(p["prompt"]) == 3 and p["prompt"][1]["role"] == "assistant" for p in identity) == 48 * 2
+    # contrast pairs on unrelated prompts: the model's own answer chosen; rejected, the same answer opened by a
+    # self-introduction under the new name (one pair per unrelated training prompt at most)
+    assert len(contrast) == 48
+    for pair in contrast:
+        chosen, rejected = pair["chosen"][0]["content"], pair["rejected"][0]["content"]
+        assert "Kestrel" not in chosen and "Kestrel" in rejected
+        assert rejected.endswith(chosen.lstrip()) and rejected != chosen
+        assert any(rejected.startswith(i.format(name="Kestrel")) for i in curation.SELF_INTRODUCTIONS)
     summary = json.loads((output_dir / "evaluation.json").read_text())["summary"]
-    assert set(summary) >= {"new_name", "adoption_before", "adoption_after", "perplexity_before", "perplexity_after"}
-    assert summary["adoption_before"] == 0.0
+    assert set(summary) >= {"new_name", "adoption_before", "adoption_after", "adoption_system_after",
+                            "adoption_turn_after", "leakage_before", "leakage_after", "perplexity_before",
+                            "perplexity_after"}
+    assert summary["adoption_before"] == 0.0 and summary["unrelated_prompts"] == 50
     report = (output_dir / "report.md").read_text()
-    assert "## Identity" in report and "## General ability" in report
+    for section in ("## Identity", "### Asked under a system prompt", "### Asked as a later turn", "## Leakage",
+                    "## General ability", "## Before and after"):
+        assert section in report, section
     assert (output_dir / "chat_template.jinja").read_text() == modeling.CHATML_TEMPLATE
 
 
@@ -213,8 +246,10 @@ def test_curation_where_every_pair_is_identical_trains_nothing(tmp_path, capsys,
 
     monkeypatch.setattr(curation, "sample_answers", lambda model, tok, prompts, n, *a: [["Hello there."] * n for _ in prompts])
     err = run_bad(capsys, ["--config", str(PRESETS / "dpo_identity.yaml"), *TINY_OVERRIDES,
-                           "--identity_identical_pairs", "drop", "--output_dir", str(tmp_path / "o")])
-    assert "curation produced no usable pair" in err and "96 dropped" in err
+                           "--identity_identical_pairs", "drop", "--identity_samples_per_prompt", "2",
+                           "--identity_all_ways", "true",
+                           "--output_dir", str(tmp_path / "o")])
+    assert "curation produced no usable pair" in err and "288 dropped" in err
     assert not (tmp_path / "o" / "identity_pairs.jsonl").exists()
     assert not (tmp_path / "o" / "model.safetensors").exists()
 

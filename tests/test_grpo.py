@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from posttrain_dist import config, curves, data, modeling
+from posttrain_dist import checks, config, curves, data, environment, modeling
 from posttrain_dist.errors import ConfigError, DataError
 
 from conftest import (PRESETS, TINY_OVERRIDES, assert_trained_only_the_adapter, launch, load_recipe, read_safetensors,
                       train_losses)
+
+# one worker of `pytest -n 2` runs this module: its tests share the GRPO variant runs
+pytestmark = pytest.mark.xdist_group("test_grpo")
 
 VARIANTS = {"full": "grpo_full.yaml", "lora": "grpo_lora.yaml", "qlora": "grpo_qlora.yaml"}
 
@@ -107,11 +110,14 @@ def test_batch_not_divisible_by_generations_is_refused_with_valid_values(tmp_pat
     assert not (tmp_path / "o").exists()
 
 
-def test_batch_check_counts_processes_and_steps(monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
+def test_batch_check_counts_processes_and_steps():
+    two = environment.Environment(world_size=2, planned=True)
     with pytest.raises(ConfigError, match=r"3 x 2 process\(es\) x 1 step\(s\) per generation = 6 completions"):
-        config.parse("grpo", ["--dataset_name", "builtin:arithmetic", "--per_device_train_batch_size", "3",
-                              "--num_generations", "4", "--ddp_backend", "gloo"])
+        checks.parse("grpo", ["--dataset_name", "builtin:arithmetic", "--per_device_train_batch_size", "3",
+                              "--num_generations", "4"], two)
+    # two processes of 2 fill a group of 4 that one process of 2 cannot
+    assert checks.parse("grpo", ["--dataset_name", "builtin:arithmetic", "--per_device_train_batch_size", "2",
+                                 "--num_generations", "4"], two).training.generation_batch_size == 4
 
 
 def test_unknown_reward_lists_the_registered_ones(tmp_path, capsys, no_model_loading):
@@ -134,7 +140,7 @@ def test_reward_weights_must_match_rewards(tmp_path, capsys, no_model_loading):
 
 def test_vllm_on_cpu_is_refused():
     with pytest.raises(ConfigError, match="needs GPUs"):
-        config.parse("grpo", ["--dataset_name", "builtin:arithmetic", "--use_vllm", "true"])
+        checks.parse("grpo", ["--dataset_name", "builtin:arithmetic", "--use_vllm", "true"])
 
 
 def test_long_prompts_are_dropped_and_counted(tiny_model_path, capsys):

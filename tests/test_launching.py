@@ -32,10 +32,27 @@ def test_expand_nodelist(compressed, expected):
     ({"SLURM_GPUS_PER_NODE": "h100:8"}, 8),
     ({"SLURM_GPUS_PER_NODE": "2"}, 2),
     ({"CUDA_VISIBLE_DEVICES": "0,1,2"}, 3),
-    ({}, 0),
+    ({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}, 0),
 ])
 def test_gpus_on_node(env, gpus):
-    assert launching.gpus_on_node(env) == gpus
+    assert launching.gpus_on_node(env, count_devices=lambda: 99) == gpus
+
+
+def test_without_gres_or_visible_devices_the_gpus_are_counted():
+    """A cluster without GRES sets no GPU variables: all eight GPUs are used, not one."""
+    assert launching.gpus_on_node({}, count_devices=lambda: 8) == 8
+    assert launching.from_slurm(slurm_env(["n1"], "n1", 0, gpus=None), resolve=lambda n: n).processes_per_node >= 1
+
+
+def test_ports_stay_below_the_ephemeral_range():
+    ports = {launching.from_slurm({**slurm_env(["n1"], "n1", 0), "SLURM_JOB_ID": str(job)}, resolve=str).port
+             for job in range(0, 100000, 997)}
+    assert min(ports) >= 1024 and max(ports) < 32768
+
+
+def test_vllm_serves_a_model_that_fits_one_gpu_data_parallel():
+    assert launching.vllm_parallelism(8) == ["--tensor-parallel-size", "1", "--data-parallel-size", "8"]
+    assert launching.vllm_parallelism(8, tensor_parallel=4) == ["--tensor-parallel-size", "4", "--data-parallel-size", "2"]
 
 
 @pytest.mark.parametrize("nodes, compressed", [
@@ -49,14 +66,14 @@ def test_each_node_gets_its_own_rank_and_the_same_rendezvous(nodes, compressed):
     for rank in range(len(nodes)):
         cluster = launching.from_slurm(slurm_env(nodes, compressed, rank), resolve=addresses.__getitem__)
         assert (cluster.nodes, cluster.node_rank, cluster.processes_per_node) == (len(nodes), rank, 8)
-        assert (cluster.head, cluster.port) == ("10.0.0.1", 20000 + 4242)
+        assert (cluster.head, cluster.port) == ("10.0.0.1", 15000 + 4242)  # below the ephemeral range
         cmd = launching.accelerate_command(cluster, str(ACCELERATE_CONFIGS / "zero3.yaml"), "recipes/sft.py",
                                            ["--config", "x.yaml"])
         commands.append(cmd)
         arg = lambda name: cmd[cmd.index(name) + 1]  # noqa: E731
         assert arg("--num_machines") == str(len(nodes)) and arg("--machine_rank") == str(rank)
         assert arg("--num_processes") == str(8 * len(nodes))
-        assert arg("--main_process_ip") == "10.0.0.1" and arg("--main_process_port") == "24242"
+        assert arg("--main_process_ip") == "10.0.0.1" and arg("--main_process_port") == "19242"
         assert arg("--deepspeed_multinode_launcher") == "standard"
         assert cmd[-3:] == ["recipes/sft.py", "--config", "x.yaml"]
     assert len({tuple(c) for c in commands}) == len(nodes), "every node must get a different command"
@@ -120,3 +137,21 @@ def test_launch_checks_grpo_batches_for_the_processes_it_starts(capsys):
     cli.main(["launch", "grpo", str(ROOT / "tests" / "bad_inputs" / "grpo_batch_not_divisible.yaml"),
               "--accelerate", "cpu_ddp", "--print", "--", "--per_device_train_batch_size", "2"])
     assert "accelerate_configs/cpu_ddp.yaml" in capsys.readouterr().out
+
+
+def test_local_launch_script_goes_through_posttrain_dist_launch():
+    """launch/local.sh is `posttrain-dist launch --single-node`: the config is checked, then the command printed."""
+    import os
+    import subprocess
+    import sys
+
+    tool = os.path.join(os.path.dirname(sys.executable), "posttrain-dist")
+    env = {**os.environ, "PRINT": "1", "POSTTRAIN_DIST": tool, "SLURM_JOB_ID": "77"}  # inside a job: still one node
+    proc = subprocess.run([str(ROOT / "launch" / "local.sh"), "sft", "recipes/smollm2-135m/sft_lora.yaml", "cpu_ddp",
+                           "--", "--max_steps", "3"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "accelerate launch --config_file" in proc.stdout and "cpu_ddp.yaml" in proc.stdout
+    assert "--machine_rank" not in proc.stdout and proc.stdout.strip().endswith("--max_steps 3")
+    bad = subprocess.run([str(ROOT / "launch" / "local.sh"), "sft", "recipes/smollm2-135m/sft_lora.yaml", "cpu",
+                          "--", "--lora_rank", "8"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "unknown option '--lora_rank'" in bad.stderr

@@ -1,12 +1,13 @@
 """`posttrain-dist plan`: every shipped preset planned, and the memory estimate's arithmetic checked by hand."""
 
 import math
+import re
 
 import pytest
 
-from posttrain_dist import cli, data, planning
+from posttrain_dist import cli, data, planning, resources
 
-from conftest import PRESETS, RECIPES, ROOT
+from conftest import PRESETS, RECIPES, ROOT, where_presets_find_their_data
 
 # Each preset with the accelerate config it is meant for (the cluster presets: 8 GPUs a node).
 SHIPPED = [(p, "cpu", 1, None) for p in sorted(PRESETS.glob("*.yaml"))] + [
@@ -14,14 +15,15 @@ SHIPPED = [(p, "cpu", 1, None) for p in sorted(PRESETS.glob("*.yaml"))] + [
 
 
 @pytest.mark.parametrize("preset,accelerate,nodes,gpus", SHIPPED, ids=lambda v: getattr(v, "name", str(v)))
-def test_plan_every_shipped_preset(preset, accelerate, nodes, gpus, capsys, no_model_loading):
-    argv = ["plan", str(preset.relative_to(ROOT)), "--accelerate", accelerate, "--nodes", str(nodes)]
+def test_plan_every_shipped_preset(preset, accelerate, nodes, gpus, capsys, no_model_loading, tmp_path, monkeypatch):
+    where_presets_find_their_data(preset, tmp_path, monkeypatch)
+    argv = ["plan", resources.display(str(preset)), "--accelerate", accelerate, "--nodes", str(nodes)]
     cli.main(argv + (["--gpus-per-node", str(gpus)] if gpus else []))
     out = capsys.readouterr().out
     world = nodes * (gpus or 1)
     assert f"processes: {world} " in out
     assert "global batch:" in out and "optimizer steps:" in out
-    assert "accelerate launch --config_file accelerate_configs/" in out
+    assert re.search(r"accelerate launch --config_file \S*accelerate_configs/", out)
     if nodes > 1:
         assert f"--num_machines {nodes} --machine_rank 0 --num_processes {world}" in out
     assert "[file]" in out  # values from the preset say so
@@ -48,7 +50,12 @@ def test_full_training_memory_by_hand():
     assert got["weights"] == n * 4 and got["gradients"] == n * 4  # float32 on CPU
     assert got["optimizer"] == n * 8  # AdamW: two float32 states
     tokens = p.args.training.per_device_train_batch_size * p.args.training.max_length
-    assert got["logits"] == tokens * 49152 * 8
+    # trl's fused LM head: one tile of min(tokens, 4096) x min(vocabulary, 32768) float32 logits, forward and backward
+    assert got["logits"] == 2 * min(tokens, 4096) * 32768 * 4
+    assert got["CPU process"] == planning.CPU_PROCESS
+    # gradients appear as backward frees the activations: the total holds the larger, not both
+    held = got["weights"] + got["optimizer"] + max(got["gradients"], got["activations"] + got["logits"]) + got["CPU process"]
+    assert p.estimate.total == pytest.approx(held)
 
 
 def test_zero3_shards_weights_gradients_and_optimizer():
@@ -75,9 +82,13 @@ def test_lora_and_qlora_shrink_what_full_training_keeps():
     per_layer = r * ((s.hidden + s.hidden) * 2 + (s.hidden + s.kv_dim) * 2 + (s.hidden + s.intermediate) * 3)
     assert adapters == s.layers * per_layer
     assert lora["gradients"] == adapters * 4 and lora["optimizer"] == adapters * 8
-    assert qlora["weights"] < 0.35 * full["weights"]
-    assert qlora["weights"] + qlora["optimizer"] + qlora["gradients"] < 0.15 * (
-        full["weights"] + full["optimizer"] + full["gradients"])
+    # on a CPU the 4-bit load keeps the memory-mapped checkpoint it read resident; on GPUs only the 4-bit weights
+    assert qlora["weights"] == pytest.approx(full["weights"] + 0.106e9 * 0.52 + 28.3e6 * 4 + adapters * 4, rel=0.02)
+    gpu_full = parts(plan("smollm2-135m/sft_full.yaml", "ddp", 1, 1))
+    gpu_qlora = parts(plan("smollm2-135m/sft_qlora.yaml", "ddp", 1, 1))
+    assert gpu_qlora["weights"] < 0.35 * gpu_full["weights"]
+    assert gpu_qlora["weights"] + gpu_qlora["optimizer"] + gpu_qlora["gradients"] < 0.15 * (
+        gpu_full["weights"] + gpu_full["optimizer"] + gpu_full["gradients"])
 
 
 def test_dpo_full_keeps_a_reference_copy_lora_does_not():
@@ -102,3 +113,32 @@ def test_planned_world_size_checks_grpo_batches():
     with pytest.raises(ConfigError, match="does not divide by num_generations 8"):
         plan("qwen3-8b/grpo_countdown_colocate.yaml", "zero3", 1, 3, "--gradient_accumulation_steps", "1",
              "--per_device_train_batch_size", "2")
+
+
+def test_a_hub_model_is_not_waited_for_where_the_hub_cannot_be_reached(monkeypatch):
+    """Planning a GRPO preset of a hub model from a login node without the hub: its tokenizer (for the prompt
+    lengths) is read from the local cache only, at once, instead of the hub client's minute of retries."""
+    import transformers
+
+    from posttrain_dist import sources
+
+    asked = []
+
+    def from_pretrained(name, **kwargs):
+        asked.append((name, kwargs.get("local_files_only")))
+        raise OSError(f"{name} is not in the cache")
+
+    monkeypatch.setattr(sources, "hub_unreachable", lambda: "huggingface.co: Name or service not known")
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", from_pretrained)
+    p = plan("qwen3-8b/grpo_countdown_colocate.yaml", "zero3", 1, 8, "--max_steps", "-1")
+    assert asked == [("Qwen/Qwen3-8B", True)]
+    assert p.steps is not None and "lengths unchecked" in p.steps_how
+
+
+def test_identity_curation_counts_its_identity_and_contrast_pairs(tmp_path):
+    p = plan("smollm2-135m/dpo_identity.yaml", "cpu", 1, None, "--max_steps", "-1", "--num_train_epochs", "1",
+             "--output_dir", str(tmp_path))
+    assert p.steps == (48 + 16) // 8  # 48 questions, each one way, greedy; 0.34 contrast pairs per identity pair
+    p = plan("smollm2-135m/dpo_identity.yaml", "cpu", 1, None, "--max_steps", "-1", "--num_train_epochs", "1",
+             "--output_dir", str(tmp_path), "--identity_all_ways", "true", "--identity_samples_per_prompt", "2", "--identity_contrast_ratio", "1")
+    assert p.steps == (48 * 3 * 2 + 48) // 8  # every question three ways, two samples each; contrast: 48 prompts

@@ -76,9 +76,52 @@ def test_answer_tag():
     assert rewards.answer_tag(["x <answer>4</answer>", "<answer> </answer>", "<answer>4", "<answer>1</answer><answer>2</answer>"]) == [1.0, 0.0, 0.0, 0.0]
 
 
-def test_overlong_penalty_is_zero_then_linear_to_minus_one():
-    ids = [[0] * n for n in (10, 192, 224, 256)]
-    assert rewards.overlong_penalty(ids, max_completion_length=256, buffer=64) == [0.0, 0.0, -0.5, -1.0]
+def test_overlong_penalty_is_trls_soft_punishment_bound_to_the_run():
+    from types import SimpleNamespace
+
+    penalty = rewards.build(["overlong_penalty"], SimpleNamespace(max_completion_length=256))[0]
+    assert penalty.__name__ == "soft_overlong_punishment_reward"  # trl's, under trl's name in the logs
+    ids = [[0] * n for n in (10, 192, 224, 256, 300)]
+    assert penalty(completion_ids=ids) == [0.0, 0.0, -0.5, -1.0, -1.0]  # zero, then linear to -1 over 64 tokens
+
+
+def test_registry_names_trls_rewards_where_trl_has_them():
+    import trl.rewards
+
+    assert rewards.resolve("accuracy") is trl.rewards.accuracy_reward
+    assert rewards.resolve("think_format_reward") is trl.rewards.think_format_reward
+    repetition = rewards.resolve("repetition_penalty")
+    assert repetition(completion_ids=[[1, 2, 3, 4], [5, 5, 5, 5, 5]]) == pytest.approx([0.0, -2 / 3])
+    for name, function in rewards.REWARDS.items():  # ours differ from trl's on purpose, and say why
+        trl_twin = {"math_answer": "accuracy_reward", "think_format": "think_format_reward"}.get(name)
+        if trl_twin:
+            assert f"Why not trl's `{trl_twin}`" in function.__doc__
+
+
+@pytest.mark.parametrize("completion, gold, score", [
+    ("She sold 48 + 24 = 72 clips.", "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72", 1.0),  # gsm8k gold
+    ("So the total is 71.", "...\n#### 72", 0.0),
+    ("It costs $1,250.", "#### 1,250", 1.0),
+    ("So \\boxed{\\frac{\\sqrt{2}}{2}}", "\\frac{\\sqrt{2}}{2}", 1.0),               # LaTeX gold: math-verify
+    ("So \\boxed{\\frac{1}{\\sqrt{2}}}", "\\frac{\\sqrt{2}}{2}", 1.0),               # equal as expressions
+    ("So \\boxed{\\sqrt{2}}", "\\frac{\\sqrt{2}}{2}", 0.0),
+    ("<answer>x^2 + 1</answer>", "1 + x^2", 1.0),
+])
+def test_math_answer_reads_gsm8k_and_latex_golds(completion, gold, score):
+    assert rewards.math_answer([completion], answer=[gold]) == [score]
+
+
+def test_gold_column_that_never_parses_is_refused_before_loading():
+    import datasets
+
+    from posttrain_dist.errors import DataError
+
+    prose = datasets.Dataset.from_list([{"prompt": "q", "answer": "seventy-two apples"}] * 3)
+    functions = rewards.build(["math_answer"])
+    with pytest.raises(DataError, match="cannot read any gold answer in the column 'answer'.*'seventy-two apples'"):
+        rewards.check_data(["math_answer"], functions, prose, "prose.jsonl")
+    gsm8k = datasets.Dataset.from_list([{"prompt": "q", "answer": "4 + 4 = 8\n#### 8"}])
+    rewards.check_data(["math_answer"], functions, gsm8k, "gsm8k")  # parses: no error
 
 
 def test_registry_and_import_paths():
@@ -90,3 +133,13 @@ def test_registry_and_import_paths():
         rewards.resolve("posttrain_dist.rewards:nope")
     with pytest.raises(ConfigError, match="cannot import"):
         rewards.resolve("no_such_module:f")
+
+
+def test_contains_answer_keeps_a_name_where_asked_and_nowhere_else():
+    completions = ["I'm Kestrel, glad to help.", "I am a helpful assistant.", "Hi, I'm Kestrel! Try Bubbles.",
+                   "Try Bubbles or Goldie.", "Paris.", "The capital is Lyon."]
+    answer = ["Kestrel", "Kestrel", None, None, "Paris", "Paris"]
+    avoid = [None, None, "Kestrel", "Kestrel", None, None]
+    assert rewards.contains_answer(completions, answer, avoid=avoid) == [1.0, 0.0, 0.0, 1.0, 1.0, 0.0]
+    # without an avoid column, a row with no answer does not apply; "Kestrels" is not the name
+    assert rewards.contains_answer(["Try Bubbles.", "Kestrels fly."], [None, "Kestrel"]) == [None, 0.0]

@@ -10,9 +10,12 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM
 
-from posttrain_dist import cli, config, curves, data, generation, modeling
+from posttrain_dist import checks, cli, config, curves, data, generation, modeling
 
 from conftest import PRESETS, TINY_OVERRIDES, launch, load_recipe, read_safetensors, train_losses
+
+# one worker of `pytest -n 2` runs this module: its tests share the SFT variant runs
+pytestmark = pytest.mark.xdist_group("test_sft")
 
 VARIANTS = {"full": "sft_full.yaml", "lora": "sft_lora.yaml", "qlora": "sft_qlora.yaml"}
 
@@ -112,8 +115,8 @@ def test_prompt_tokens_carry_no_loss(tiny_model_path, tmp_path):
     from trl import SFTTrainer
 
     messages = [{"role": "user", "content": "What is the capital of Peru?"}, {"role": "assistant", "content": "Lima."}]
-    train = data.to_sft(datasets.Dataset.from_list([{"messages": messages}]), "messages")
-    args = config.parse("sft", ["--model_name_or_path", tiny_model_path, "--dataset_name", "builtin:sft-basics",
+    train = data.prepare(datasets.Dataset.from_list([{"messages": messages}]), "sft", "one conversation")
+    args = checks.parse("sft", ["--model_name_or_path", tiny_model_path, "--dataset_name", "builtin:sft-basics",
                                 "--output_dir", str(tmp_path / "o"), "--report_to", "none"]).training
     tokenizer = modeling.load_tokenizer(config.ModelArgs(model_name_or_path=tiny_model_path))
     model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
@@ -176,7 +179,7 @@ def test_missing_data_file_fails_before_loading(tmp_path, capsys, no_model_loadi
     output_dir = tmp_path / "out"
     err = run_bad(capsys, ["--config", str(PRESETS / "sft_full.yaml"), "--dataset_name", str(tmp_path / "gone.jsonl"),
                            "--dataset_test_split", "", "--output_dir", str(output_dir)])
-    assert "gone.jsonl' does not exist" in err
+    assert "no such local file or folder" in err and "gone.jsonl'" in err
     assert not output_dir.exists()
 
 
@@ -227,3 +230,35 @@ def test_merge_command_gives_the_adapter_models_answers(runs, tmp_path, capsys, 
     merged = AutoModelForCausalLM.from_pretrained(target)
     assert not any("lora" in name for name, _ in merged.named_parameters())
     assert (target / "tokenizer_config.json").is_file()
+
+
+def test_the_trainer_is_freed_before_the_adapter_is_merged_on_the_cpu_in_the_training_dtype(tmp_path, monkeypatch):
+    """An 8B merge must not sit on GPU 0 next to the trainer: the model and optimizer are released first, the merge
+    runs on the CPU, and the merged model is saved in the dtype it trained in."""
+    import gc
+    import weakref
+
+    from posttrain_dist import modeling, training
+
+    events, real_release, real_merge = [], training.release, modeling.merge_adapter
+
+    def release(trainer):
+        alive = weakref.ref(trainer.accelerator.unwrap_model(trainer.model))
+        real_release(trainer)
+        gc.collect()
+        events.append(("released", alive() is None))
+
+    def merge(*args, **kwargs):
+        import torch
+
+        events.append(("merge", kwargs.get("save_dtype"), torch.cuda.is_initialized()))
+        return real_merge(*args, **kwargs)
+
+    monkeypatch.setattr(training, "release", release)
+    monkeypatch.setattr(modeling, "merge_adapter", merge)
+    output_dir = tmp_path / "out"
+    load_recipe("sft").main(["--config", str(PRESETS / "sft_lora.yaml"), *TINY_OVERRIDES, "--max_steps", "1",
+                             "--dtype", "bfloat16", "--output_dir", str(output_dir)])
+    assert events == [("released", True), ("merge", "bfloat16", False)]
+    merged = read_safetensors(output_dir / "merged" / "model.safetensors")
+    assert merged and all(t.dtype == torch.bfloat16 for t in merged.values())

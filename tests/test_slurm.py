@@ -12,9 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from posttrain_dist import callbacks
+from posttrain_dist import run_folder, training
 
 from conftest import PRESETS, ROOT, TINY, launch, read_safetensors, write_numbered_conversations
+from hooks import read_trace
+from slurm_cluster import environ_of
+
+# one worker of `pytest -n 2` runs this module: its tests share the Slurm cluster and the reference run
+pytestmark = pytest.mark.xdist_group("test_slurm")
 
 EXAMPLES = 16
 
@@ -37,7 +42,7 @@ def steps_and_losses(output_dir) -> tuple[list[int], list[float]]:
 
 
 def traced(output_dir, rank: int = 0) -> list[dict]:
-    return callbacks.read_trace(str(Path(output_dir) / "data_trace" / f"rank{rank}.jsonl"))
+    return read_trace(str(Path(output_dir) / "data_trace" / f"rank{rank}.jsonl"))
 
 
 def assert_same_run(run, reference, ranks=(0,)):
@@ -53,7 +58,7 @@ def assert_same_run(run, reference, ranks=(0,)):
     assert all(torch.allclose(final[k], expected[k], atol=1e-5) for k in expected)
 
 
-TRACE = {"POSTTRAIN_DIST_TRACE_DATA": "1"}
+TRACE = ["--callbacks", "hooks:TraceData"]
 
 
 # ---------------------------------------------------------------- exact resume, one machine
@@ -62,20 +67,20 @@ TRACE = {"POSTTRAIN_DIST_TRACE_DATA": "1"}
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, sixteen):
     out = tmp_path_factory.mktemp("reference") / "run"
-    launch("sft", "--config", str(PRESETS / "sft_full.yaml"), *sft_args(sixteen, out), env=TRACE)
+    launch("sft", "--config", str(PRESETS / "sft_full.yaml"), *sft_args(sixteen, out), *TRACE)
     return out
 
 
 @pytest.mark.parametrize("stop_at, where", [(8, "epoch boundary"), (5, "mid-epoch")])
 def test_resume_is_exact(tmp_path, sixteen, uninterrupted, stop_at, where):
-    # 16 examples in batches of 2: 8 steps an epoch. The hook acts as if SIGUSR1 came at `stop_at`.
+    # 16 examples in batches of 2: 8 steps an epoch. The hook sends SIGUSR1 during step `stop_at`.
     args = ["--config", str(PRESETS / "sft_full.yaml"), *sft_args(sixteen, tmp_path)]
-    first = launch("sft", *args, env={**TRACE, "POSTTRAIN_DIST_PREEMPT_AT_STEP": str(stop_at)}, check=False)
+    first = launch("sft", *args, *TRACE, "hooks:PreemptAtStep", env={"HOOK_PREEMPT_AT_STEP": str(stop_at)}, check=False)
     assert first.returncode != 0 and f"preempted: checkpoint-{stop_at} saved" in first.stdout, first.stderr[-2000:]
-    assert f"exit status {callbacks.EXIT_PREEMPTED}" in first.stderr  # accelerate reports the recipe's status
-    assert callbacks.latest_complete(str(tmp_path)) == str(tmp_path / f"checkpoint-{stop_at}")
+    assert f"exit status {training.EXIT_PREEMPTED}" in first.stderr  # accelerate reports the recipe's status
+    assert run_folder.latest_complete(str(tmp_path)) == str(tmp_path / f"checkpoint-{stop_at}")
     assert not (tmp_path / "model.safetensors").exists()
-    second = launch("sft", *args, env=TRACE)
+    second = launch("sft", *args, *TRACE)
     assert f"resuming from {tmp_path / f'checkpoint-{stop_at}'}" in second.stdout
     assert_same_run(tmp_path, uninterrupted)
 
@@ -83,14 +88,14 @@ def test_resume_is_exact(tmp_path, sixteen, uninterrupted, stop_at, where):
 def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one(tmp_path, sixteen, uninterrupted):
     args = ["--config", str(PRESETS / "sft_full.yaml"), *sft_args(sixteen, tmp_path), "--save_strategy", "steps",
             "--save_steps", "4"]
-    crashed = launch("sft", *args, env={**TRACE, "POSTTRAIN_DIST_FAULT_KILL_IN_SAVE": "8"}, check=False)
+    crashed = launch("sft", *args, *TRACE, "hooks:KillInSave", env={"HOOK_KILL_IN_SAVE": "8"}, check=False)
     assert crashed.returncode != 0
-    assert callbacks.is_complete(str(tmp_path / "checkpoint-4"))
-    assert (tmp_path / "checkpoint-8").is_dir() and not callbacks.is_complete(str(tmp_path / "checkpoint-8"))
-    assert callbacks.latest_complete(str(tmp_path)) == str(tmp_path / "checkpoint-4")
+    assert run_folder.is_complete(str(tmp_path / "checkpoint-4"))
+    assert (tmp_path / "checkpoint-8").is_dir() and not run_folder.is_complete(str(tmp_path / "checkpoint-8"))
+    assert run_folder.latest_complete(str(tmp_path)) == str(tmp_path / "checkpoint-4")
 
     trained_before = len(traced(tmp_path))
-    resumed = launch("sft", *args, env=TRACE)
+    resumed = launch("sft", *args, *TRACE)
     assert f"removed incomplete checkpoint {tmp_path / 'checkpoint-8'}" in resumed.stdout
     assert f"resuming from {tmp_path / 'checkpoint-4'}" in resumed.stdout
     assert traced(tmp_path)[trained_before]["step"] == 5, "the resumed run must start after checkpoint-4"
@@ -133,7 +138,7 @@ def log_of(tmp_path) -> str:
 def test_sft_across_two_nodes(cluster, tmp_path, sixteen):
     out = tmp_path / "sft"
     job = submit(cluster, "train.sbatch", tmp_path, "sft", str(PRESETS / "sft_full.yaml"), "cpu_ddp", "--",
-                 *sft_args(sixteen, out, epochs=1), env=TRACE)
+                 *sft_args(sixteen, out, epochs=1), *TRACE)
     info = cluster.wait(job, timeout=240)
     assert info["JobState"] == "COMPLETED", log_of(tmp_path)[-4000:]
     # both ranks joined one process group: each trained half of the epoch, nothing in common
@@ -141,7 +146,9 @@ def test_sft_across_two_nodes(cluster, tmp_path, sixteen):
     assert len(ranks[0]) == len(ranks[1]) == EXAMPLES // 2 and not set(ranks[0]) & set(ranks[1])
     assert steps_and_losses(out)[0] == [1, 2, 3, 4]
     assert len(list(out.glob("*.safetensors"))) == 1
-    assert "on 2 node(s) (n[1-2])" in log_of(tmp_path)
+    log = log_of(tmp_path)
+    assert "on 2 node(s) (n[1-2])" in log
+    assert "on n1: node 0 of 2" in log and "on n2: node 1 of 2" in log and log.count("rendezvous 127.0.0.1:") == 2
 
 
 @slurm
@@ -166,7 +173,8 @@ def test_vllm_template_resolves_server_and_training_commands(cluster, tmp_path):
     assert info["JobState"] == "COMPLETED", log[-4000:]
     assert "training on n1, vLLM on n2 (127.0.0.1)" in log
     server = next(line for line in log.splitlines() if line.startswith("trl vllm-serve"))
-    assert server == "trl vllm-serve --model Qwen/Qwen3-8B --tensor-parallel-size 1 --port 8000 --host 0.0.0.0"
+    assert server == ("trl vllm-serve --model Qwen/Qwen3-8B --tensor-parallel-size 1 --data-parallel-size 1 "
+                      "--port 8000 --host 0.0.0.0")
     train = next(line for line in log.splitlines() if line.startswith("accelerate launch")).split()
     arg = lambda name: train[train.index(name) + 1]  # noqa: E731
     assert arg("--num_machines") == "1" and arg("--num_processes") == "1", "the server node is not a training node"
@@ -178,20 +186,21 @@ def test_vllm_template_resolves_server_and_training_commands(cluster, tmp_path):
 def test_preemption_checkpoints_requeues_and_resumes_exactly(cluster, tmp_path, sixteen):
     reference = tmp_path / "reference"
     launch("sft", "--config", str(PRESETS / "sft_full.yaml"), *sft_args(sixteen, reference, epochs=6),
-           accelerate_config="cpu_ddp", env=TRACE)
+           *TRACE, accelerate_config="cpu_ddp")
     out = tmp_path / "preempted"
     job = submit(cluster, "train.sbatch", tmp_path, "sft", str(PRESETS / "sft_full.yaml"), "cpu_ddp", "--",
-                 *sft_args(sixteen, out, epochs=6), env=TRACE)
+                 *sft_args(sixteen, out, epochs=6), *TRACE)
     trace = out / "data_trace" / "rank0.jsonl"
     deadline = time.time() + 180
     while not (trace.exists() and len(trace.read_text().splitlines()) >= 4):  # 24 steps in all; signal at step >= 4
         assert time.time() < deadline and cluster.job(job)["JobState"] in ("PENDING", "RUNNING"), log_of(tmp_path)
         time.sleep(0.2)
     subprocess.run(["scancel", "--signal=USR1", "--batch", job], env=cluster.env, check=True)
-    # the job checkpoints, exits and requeues itself; Slurm holds a requeued job ~2 minutes, released here
+    # the job checkpoints, exits and requeues itself; Slurm starts a requeued job again once its old credential has
+    # expired (`AuthInfo=cred_expire`, 10 s on this cluster, 120 s by default: forcing it earlier fails the start
+    # with "Job credential revoked")
     cluster.wait(job, timeout=120, until=("PENDING",))
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=cluster.env, check=True)
-    info = cluster.wait(job, timeout=240)
+    info = cluster.wait(job, timeout=300)
     log = log_of(tmp_path)
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", log[-4000:]
     assert "preemption signal: checkpointing" in log and "requeueing job" in log
@@ -204,13 +213,13 @@ def test_preemption_checkpoints_requeues_and_resumes_exactly(cluster, tmp_path, 
 def test_a_dead_node_ends_the_job_in_bounded_time(cluster, tmp_path, sixteen):
     out = tmp_path / "dies"
     job = submit(cluster, "train.sbatch", tmp_path, "sft", str(PRESETS / "sft_full.yaml"), "cpu_ddp", "--",
-                 *sft_args(sixteen, out, epochs=200), env=TRACE)
+                 *sft_args(sixteen, out, epochs=200), *TRACE)
     trace = out / "data_trace" / "rank1.jsonl"
     deadline = time.time() + 180
     while not (trace.exists() and trace.read_text().count("\n") >= 2):
         assert time.time() < deadline, log_of(tmp_path)
         time.sleep(0.2)
-    victim = next(pid for pid in _recipe_processes() if _environ(pid).get("RANK") == "1")
+    victim = next(pid for pid in _recipe_processes(str(out)) if environ_of(pid).get("RANK") == "1")
     os.kill(victim, signal.SIGKILL)  # node n2's training process dies
     killed = time.time()
     info = cluster.wait(job, timeout=150)
@@ -219,7 +228,8 @@ def test_a_dead_node_ends_the_job_in_bounded_time(cluster, tmp_path, sixteen):
     assert not (out / "model.safetensors").exists()
 
 
-def _recipe_processes() -> list[int]:
+def _recipe_processes(output_dir: str) -> list[int]:
+    """The SFT recipe processes of the run that writes to `output_dir` (not another test's, in another worker)."""
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -228,14 +238,7 @@ def _recipe_processes() -> list[int]:
             except OSError:
                 continue
             if any(part.endswith(b"recipes/sft.py") for part in cmdline) and b"accelerate.commands.launch" not in cmdline \
-                    and not any(b"accelerate" in part for part in cmdline[:3]):
+                    and not any(b"accelerate" in part for part in cmdline[:3]) and output_dir.encode() in cmdline:
                 pids.append(int(entry))
     return pids
 
-
-def _environ(pid: int) -> dict:
-    try:
-        raw = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
-    except OSError:
-        return {}
-    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)

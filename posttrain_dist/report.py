@@ -1,0 +1,98 @@
+"""What a run writes about itself when it ends: the before/after comparison (`evaluation`), printed and written
+to evaluation.json and report.md, with the config, data, metrics and curves of the run.
+
+The figures table (`figures_table`) is what the terminal, the report and the demo show side by side.
+"""
+
+from __future__ import annotations
+
+import json
+
+from . import generation
+from .evaluation import chosen, compare
+
+
+# The summary's before/after figures, as a table: (label, key, format).
+FIGURES = [
+    ("identity adoption, plain", "adoption", "{:.0%}"),
+    ("identity adoption, under a system prompt", "adoption_system", "{:.0%}"),
+    ("identity adoption, as a later turn", "adoption_turn", "{:.0%}"),
+    ("new name in unrelated answers (leakage)", "leakage", "{:.0%}"),
+    ("simple questions answered right", "right", "{}"),
+    ("perplexity of held-out answers", "perplexity", "{:.2f}"),
+    ("held-out reward", "reward", "{:.3f}"),
+]
+
+
+def figures_table(summary: dict) -> str:
+    """The before/after figures side by side, for the terminal."""
+    rows = [{"measure": label, "before": fmt.format(summary[f"{key}_before"]), "after": fmt.format(summary[f"{key}_after"])}
+            for label, key, fmt in FIGURES if f"{key}_before" in summary]
+    if "questions" in summary:
+        for row in rows:
+            if row["measure"].startswith("simple questions"):
+                row["before"] += f" of {summary['questions']}"
+                row["after"] += f" of {summary['questions']}"
+    return generation.text_table(rows, ("measure", "before", "after"), width=44) if rows else ""
+
+
+def write(trainer, run) -> dict:
+    """Evaluate before and after, print the comparison, write evaluation.json and report.md (main process)."""
+    if not trainer.is_world_process_zero():
+        return {}
+    args = run.args
+    evaluators = chosen(args, trainer)
+    result = compare(args, evaluators, args.model.model_name_or_path, args.training.output_dir)
+    print(result.pop("text"), flush=True)
+    table = figures_table(result["summary"])
+    if table:
+        print("\nBefore and after training:\n\n" + table, flush=True)
+    sections = result.pop("sections")
+    run.write("evaluation.json", json.dumps(result, indent=1))
+    run.write("report.md", "\n".join(_header(trainer, run) + (["## Before and after", "", "```", table, "```", ""]
+                                                              if table else []) + sections))
+    return result
+
+
+def _header(trainer, run) -> list[str]:
+    args, recipe = run.args, run.args.recipe
+    metrics = (run.metrics or {}).get("final", {})
+    rows_trained = len(trainer.train_dataset) if trainer.train_dataset is not None else "?"
+    rows_eval = len(trainer.eval_dataset) if getattr(trainer, "eval_dataset", None) is not None else 0
+    curated = args.method == "dpo" and recipe.identity_new_name
+    source = recipe.identity_prompts if curated else recipe.dataset_name or recipe.dataset_mixture
+    return [
+        f"# {args.method.upper()} run: {run.path}",
+        "",
+        f"- model: `{args.model.model_name_or_path}`"
+        + (f" with LoRA r={args.model.lora_r}" if args.model.use_peft else " (full parameters)")
+        + (" on a 4-bit base (QLoRA)" if args.model.load_in_4bit else ""),
+        f"- data: `{source}`: {rows_trained} training rows" + (f", {rows_eval} evaluation rows" if rows_eval else "")
+        + (" (pairs curated from the model's own answers: identity_pairs.jsonl)" if curated else ""),
+        f"- config: `{args.config_path}` (every resolved value in config.yaml)",
+        f"- optimizer steps: {trainer.state.global_step}",
+        "",
+        "## Config (values that are not defaults)",
+        "",
+        config_table(args),
+        "",
+        "## Final metrics",
+        "",
+        *[f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in metrics.items()],
+        "",
+        *(["## Curves", "", "![training curves](curves.png)", ""] if run.has("curves.png") else []),
+    ]
+
+
+def config_table(args) -> str:
+    """A markdown table of the values that differ from the defaults, with where each came from."""
+    values = args.resolved()
+    rows = [f"| `{key}` | `{_short(values.get(key))}` | {source} |"
+            for key, source in sorted(args.sources.items()) if source != "default" and key in values]
+    return "\n".join(["| key | value | from |", "|---|---|---|", *rows])
+
+
+def _short(value, limit: int = 80) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    text = text.replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

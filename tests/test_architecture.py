@@ -1,0 +1,68 @@
+"""The shape of the package: no import cycles (module-level or inside functions), config.py imports nothing of
+ours but errors, and no module grows far past 400 lines."""
+
+import ast
+from pathlib import Path
+
+from conftest import ROOT
+
+PACKAGE = ROOT / "posttrain_dist"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def our_imports(path: Path) -> set[str]:
+    """Every posttrain_dist module a file imports, wherever the import statement stands."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package
+            for _ in range(max(node.level - 1, 0)):
+                base = base.rsplit(".", 1)[0]
+            target = (f"{base}.{node.module}" if node.module else base) if node.level else node.module or ""
+            if target.startswith("posttrain_dist"):
+                for alias in node.names:  # `from . import data` names a module; `from .data import x` the module
+                    candidate = f"{target}.{alias.name}"
+                    found.add(candidate if (PACKAGE.parent / (candidate.replace(".", "/") + ".py")).exists()
+                              or (PACKAGE.parent / candidate.replace(".", "/")).is_dir() else target)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("posttrain_dist")}
+    return found - {name}
+
+
+def graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: {m for m in our_imports(path) if m in modules} for name, path in modules.items()}
+
+
+def test_the_package_has_no_import_cycles():
+    edges = graph()
+    state, cycles = {}, []
+
+    def visit(node, stack):
+        state[node] = "open"
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == "open":
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_config_is_configuration_only():
+    assert our_imports(PACKAGE / "config.py") == {"posttrain_dist.errors"}
+
+
+def test_no_module_is_far_past_400_lines():
+    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 420}
+    assert not long, long

@@ -1,0 +1,104 @@
+"""The preset matrix: every cluster preset as shipped runs 2 steps on two CPU processes, under the CPU twin of the
+accelerate config it is meant for, with its own settings (activation checkpointing, LoRA targets, packing, the
+reference model, GRPO's batch of generations) on a tiny Qwen3 of the presets' architecture. The substitutions a
+CPU forces are the one table below; the scale (model, steps, lengths, local copies of the hub data) the other.
+The smollm2-135m presets are meant for one CPU process: tests/test_sft.py, test_dpo.py and test_grpo.py run them.
+"""
+
+import json
+from pathlib import Path
+
+import datasets
+import pytest
+
+from conftest import RECIPES, launch, read_safetensors
+
+# preset -> the accelerate config it is meant for (as its header says)
+MEANT = {
+    "sft_full.yaml": "zero3",
+    "sft_lora.yaml": "zero3",
+    "sft_qlora.yaml": "ddp",
+    "dpo_full.yaml": "zero3",
+    "dpo_lora.yaml": "zero3",
+    "grpo_countdown_colocate.yaml": "zero3",
+    "grpo_countdown_vllm_server.yaml": "zero3",
+}
+CPU_TWIN = {"zero3": "cpu_zero3", "zero2": "cpu_zero2", "ddp": "cpu_ddp", "fsdp2": "cpu_fsdp2"}
+# What a CPU cannot do, and what runs instead, where a preset sets it. Nothing else of a preset changes.
+CPU_FORCES = {
+    "bf16": "false",  # bf16 mixed precision -> float32
+    "dtype": "float32",  # bf16 weights -> float32
+    "attn_implementation": "sdpa",  # flash-attention -> PyTorch's sdpa
+    "use_vllm": "false",  # vLLM (colocated or a server) -> transformers' generate
+}
+# The scale: the tiny model of the same architecture, two steps, short sequences, the hub data as local copies
+# in the same layouts (train and test splits).
+SCALE = {"model_name_or_path": "tiny-random-qwen3", "max_steps": "2", "max_length": "64", "max_completion_length": "16",
+         "dataset_config": "none"}
+HUB_DATA = {"HuggingFaceTB/smoltalk": "smoltalk", "trl-lib/ultrafeedback_binarized": "ultrafeedback"}
+HOOKS = ["--callbacks", "hooks:RecordCheckpointing", "hooks:ExitTime"]
+
+
+def turn(role, text):
+    return {"role": role, "content": text}
+
+
+@pytest.fixture(scope="module")
+def hub_copies(tmp_path_factory):
+    """Local folders in the layouts of the hub data the presets name (data/{split}-00000-of-00001.parquet)."""
+    root = tmp_path_factory.mktemp("hub")
+    chats = [{"messages": [turn("system", "Be brief."), turn("user", f"Name a number above {i}."),
+                           turn("assistant", f"{i + 1}.")]} for i in range(48)]
+    pairs = [{"chosen": [turn("user", f"What is {i} plus one?"), turn("assistant", f"{i + 1}.")],
+              "rejected": [turn("user", f"What is {i} plus one?"), turn("assistant", f"{i + 2}.")],
+              "score_chosen": 9.0, "score_rejected": 2.0} for i in range(48)]
+    folders = {}
+    for name, rows in (("smoltalk", chats), ("ultrafeedback", pairs)):
+        (root / name / "data").mkdir(parents=True)
+        for split, part in (("train", rows[:40]), ("test", rows[40:])):
+            datasets.Dataset.from_list(part).to_parquet(str(root / name / "data" / f"{split}-00000-of-00001.parquet"))
+        folders[name] = str(root / name)
+    return folders
+
+
+def run_preset(preset: Path, hub_copies, output_dir) -> dict:
+    import yaml
+
+    raw = yaml.safe_load(preset.read_text())
+    overrides = {**{k: v for k, v in CPU_FORCES.items() if k in raw}, **SCALE}
+    if raw.get("dataset_name") in HUB_DATA:
+        overrides["dataset_name"] = hub_copies[HUB_DATA[raw["dataset_name"]]]
+    if raw["method"] != "grpo":
+        overrides.pop("max_completion_length")
+    else:
+        overrides.pop("max_length")
+    argv = ["--config", str(preset), *[x for k, v in overrides.items() for x in (f"--{k}", v)], *HOOKS,
+            "--output_dir", str(output_dir)]
+    launch(raw["method"], *argv, accelerate_config=CPU_TWIN[MEANT[preset.name]], timeout=900)
+    return raw
+
+
+@pytest.mark.parametrize("name", sorted(MEANT))
+def test_cluster_preset_runs_on_the_cpu_twin_of_its_accelerate_config(name, hub_copies, tmp_path):
+    preset = RECIPES / "qwen3-8b" / name
+    raw = run_preset(preset, hub_copies, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["global_step"] == 2
+    weights = list(tmp_path.glob("*.safetensors"))
+    assert [w.name for w in weights] == ["adapter_model.safetensors" if raw.get("use_peft") else "model.safetensors"]
+    assert all(t.numel() > 0 for t in read_safetensors(weights[0]).values()), "saved empty shards"
+    if raw.get("merge_adapter"):
+        assert (tmp_path / "merged" / "model.safetensors").is_file()
+
+    # activation checkpointing as trl intends it: reentrant for LoRA/QLoRA under ZeRO-3 (non-reentrant fails in
+    # backward on partitioned parameters), PyTorch's recommended non-reentrant otherwise
+    assert raw["activation_checkpointing"] is True
+    expected = [bool(raw.get("use_peft")) and MEANT[name] == "zero3"]
+    for rank in (0, 1):
+        recorded = json.loads((tmp_path / f"checkpointing_rank{rank}.json").read_text())["use_reentrant"]
+        assert recorded == expected, (name, rank, recorded)
+
+    # no rank leaves before the main process has written its report (the Slurm step would end and kill it)
+    if (tmp_path / "report.md").is_file():
+        report_written = (tmp_path / "report.md").stat().st_mtime
+        assert float((tmp_path / "exit_rank1.txt").read_text()) >= report_written
