@@ -16,8 +16,8 @@ from posttrain_dist import cli, filtering
 
 from conftest import ACCELERATE_CONFIGS, ROOT, TINY, free_port, load_recipe
 
-# one worker of `pytest -n 2` runs this module: its tests share the uninterrupted distillation
-pytestmark = pytest.mark.xdist_group("test_distill_filter")
+# its tests share the uninterrupted distillation: `make test` runs a module in one worker
+# (pytest-xdist --dist loadfile)
 
 
 def write_jsonl(path, rows):

@@ -16,8 +16,8 @@ from hooks import read_trace
 from conftest import (ACCELERATE_CONFIGS, PRESETS, RECIPES, TINY, TINY_OVERRIDES, launch, read_safetensors,
                       train_losses, write_numbered_conversations)
 
-# one worker of `pytest -n 2` runs this module: its tests share the SFT parity runs
-pytestmark = pytest.mark.xdist_group("test_distributed")
+# its tests share the SFT parity runs: `make test` runs a module in one worker
+# (pytest-xdist --dist loadfile)
 
 CONFIGS = ["cpu_ddp", "cpu_zero2", "cpu_zero3"]
 EXAMPLES = 16

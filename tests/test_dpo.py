@@ -15,8 +15,8 @@ from posttrain_dist import cli, config, curves, generation, modeling
 from conftest import (PRESETS, TINY_OVERRIDES, assert_trained_only_the_adapter, launch, load_recipe, read_safetensors,
                       train_losses)
 
-# one worker of `pytest -n 2` runs this module: its tests share the DPO variant runs
-pytestmark = pytest.mark.xdist_group("test_dpo")
+# its tests share the DPO variant runs: `make test` runs a module in one worker
+# (pytest-xdist --dist loadfile)
 
 VARIANTS = {"full": "dpo_full.yaml", "lora": "dpo_lora.yaml", "qlora": "dpo_qlora.yaml"}
 

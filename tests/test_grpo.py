@@ -15,8 +15,8 @@ from posttrain_dist.errors import ConfigError, DataError
 from conftest import (PRESETS, TINY_OVERRIDES, assert_trained_only_the_adapter, launch, load_recipe, read_safetensors,
                       train_losses)
 
-# one worker of `pytest -n 2` runs this module: its tests share the GRPO variant runs
-pytestmark = pytest.mark.xdist_group("test_grpo")
+# its tests share the GRPO variant runs: `make test` runs a module in one worker
+# (pytest-xdist --dist loadfile)
 
 VARIANTS = {"full": "grpo_full.yaml", "lora": "grpo_lora.yaml", "qlora": "grpo_qlora.yaml"}
 

@@ -14,8 +14,8 @@ from posttrain_dist import checks, cli, config, curves, data, generation, modeli
 
 from conftest import PRESETS, TINY_OVERRIDES, launch, load_recipe, read_safetensors, train_losses
 
-# one worker of `pytest -n 2` runs this module: its tests share the SFT variant runs
-pytestmark = pytest.mark.xdist_group("test_sft")
+# its tests share the SFT variant runs: `make test` runs a module in one worker
+# (pytest-xdist --dist loadfile)
 
 VARIANTS = {"full": "sft_full.yaml", "lora": "sft_lora.yaml", "qlora": "sft_qlora.yaml"}
 
