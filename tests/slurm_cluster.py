@@ -63,8 +63,9 @@ class MiniSlurm:
             f"NodeName={n} NodeHostname={self.host} NodeAddr=127.0.0.1 Port={_free_port()} CPUs=1 RealMemory=8000 "
             "State=UNKNOWN" for n in NODES)
         # Job ids (and so the rendezvous ports the launcher derives from them, 15000 + id) start at a random
-        # number: a process left listening by an earlier run on this machine cannot hold this run's port.
-        first_job = random.randrange(1000, 14000)
+        # number, from the OS (the tests seed `random`): another cluster on this machine, or a process left
+        # listening by an earlier run, is unlikely to hold this cluster's ports.
+        first_job = random.SystemRandom().randrange(1000, 14000)
         self.conf.write_text(f"""ClusterName=ptest
 FirstJobId={first_job}
 SlurmctldHost={self.host}
@@ -122,7 +123,17 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             if info.get("JobState") in until:
                 return info
             time.sleep(1)
-        raise TimeoutError(f"job {job_id} still {self.job(job_id).get('JobState')} after {timeout} s")
+        state = self.job(job_id).get("JobState")
+        self._run("scancel", job_id, check=False)  # a stuck job must not hold the nodes for the next test
+        raise TimeoutError(f"job {job_id} still {state} after {timeout} s (cancelled):\n{self.daemon_logs(job_id)}")
+
+    def daemon_logs(self, job_id: str, lines: int = 40) -> str:
+        """What slurmctld and each slurmd logged about one job: for the message of a test that failed."""
+        parts = []
+        for log in sorted((self.root / "log").glob("*.log")):
+            about = [line for line in log.read_text(errors="replace").splitlines() if job_id in line]
+            parts.append(f"--- {log.name} ({len(about)} lines on job {job_id}, last {lines})\n" + "\n".join(about[-lines:]))
+        return "\n".join(parts)
 
     def stop(self) -> None:
         self._run("scontrol", "shutdown", check=False)

@@ -18,8 +18,8 @@ from conftest import PRESETS, ROOT, TINY, launch, read_safetensors, write_number
 from hooks import read_trace
 from slurm_cluster import environ_of
 
-# one worker of `pytest -n 2` runs this module: its tests share the Slurm cluster and the reference run
-pytestmark = pytest.mark.xdist_group("test_slurm")
+# its tests share the Slurm cluster and the reference run: `make test` runs a module in one worker
+# (pytest-xdist --dist loadfile)
 
 EXAMPLES = 16
 
@@ -134,13 +134,18 @@ def log_of(tmp_path) -> str:
     return "\n".join(p.read_text() for p in sorted(Path(tmp_path).glob("*.log")))
 
 
+def failure(cluster, tmp_path, job: str) -> str:
+    """The end of the job's log and what the Slurm daemons said of the job: enough to tell our bug from Slurm's."""
+    return f"{log_of(tmp_path)[-4000:]}\n{cluster.daemon_logs(job)}"
+
+
 @slurm
 def test_sft_across_two_nodes(cluster, tmp_path, sixteen):
     out = tmp_path / "sft"
     job = submit(cluster, "train.sbatch", tmp_path, "sft", str(PRESETS / "sft_full.yaml"), "cpu_ddp", "--",
                  *sft_args(sixteen, out, epochs=1), *TRACE)
     info = cluster.wait(job, timeout=240)
-    assert info["JobState"] == "COMPLETED", log_of(tmp_path)[-4000:]
+    assert info["JobState"] == "COMPLETED", failure(cluster, tmp_path, job)
     # both ranks joined one process group: each trained half of the epoch, nothing in common
     ranks = [[fp for line in traced(out, r) for fp in line["examples"]] for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == EXAMPLES // 2 and not set(ranks[0]) & set(ranks[1])
@@ -159,7 +164,7 @@ def test_grpo_across_two_nodes(cluster, tmp_path):
                  "--max_completion_length", "8", "--logging_steps", "1", "--reward_eval_size", "4",
                  "--output_dir", str(out))
     info = cluster.wait(job, timeout=240)
-    assert info["JobState"] == "COMPLETED", log_of(tmp_path)[-4000:]
+    assert info["JobState"] == "COMPLETED", failure(cluster, tmp_path, job)
     assert json.loads((out / "metrics.json").read_text())["global_step"] == 2
     assert (out / "model.safetensors").is_file() and (out / "evaluation.json").is_file()
 
@@ -170,7 +175,7 @@ def test_vllm_template_resolves_server_and_training_commands(cluster, tmp_path):
     job = submit(cluster, "grpo_vllm.sbatch", tmp_path, preset, "zero3", env={"PRINT": "1"})
     info = cluster.wait(job, timeout=180)
     log = log_of(tmp_path)
-    assert info["JobState"] == "COMPLETED", log[-4000:]
+    assert info["JobState"] == "COMPLETED", failure(cluster, tmp_path, job)
     assert "training on n1, vLLM on n2 (127.0.0.1)" in log
     server = next(line for line in log.splitlines() if line.startswith("trl vllm-serve"))
     assert server == ("trl vllm-serve --model Qwen/Qwen3-8B --tensor-parallel-size 1 --data-parallel-size 1 "
@@ -193,7 +198,8 @@ def test_preemption_checkpoints_requeues_and_resumes_exactly(cluster, tmp_path, 
     trace = out / "data_trace" / "rank0.jsonl"
     deadline = time.time() + 180
     while not (trace.exists() and len(trace.read_text().splitlines()) >= 4):  # 24 steps in all; signal at step >= 4
-        assert time.time() < deadline and cluster.job(job)["JobState"] in ("PENDING", "RUNNING"), log_of(tmp_path)
+        assert time.time() < deadline and cluster.job(job)["JobState"] in ("PENDING", "RUNNING"), \
+            failure(cluster, tmp_path, job)
         time.sleep(0.2)
     subprocess.run(["scancel", "--signal=USR1", "--batch", job], env=cluster.env, check=True)
     # the job checkpoints, exits and requeues itself; Slurm starts a requeued job again once its old credential has
@@ -202,7 +208,7 @@ def test_preemption_checkpoints_requeues_and_resumes_exactly(cluster, tmp_path, 
     cluster.wait(job, timeout=120, until=("PENDING",))
     info = cluster.wait(job, timeout=300)
     log = log_of(tmp_path)
-    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", log[-4000:]
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", failure(cluster, tmp_path, job)
     assert "preemption signal: checkpointing" in log and "requeueing job" in log
     stopped = int(log.split("preempted: checkpoint-")[1].split()[0])
     assert 4 <= stopped < 24 and f"resuming from {out / f'checkpoint-{stopped}'}" in log
@@ -217,13 +223,13 @@ def test_a_dead_node_ends_the_job_in_bounded_time(cluster, tmp_path, sixteen):
     trace = out / "data_trace" / "rank1.jsonl"
     deadline = time.time() + 180
     while not (trace.exists() and trace.read_text().count("\n") >= 2):
-        assert time.time() < deadline, log_of(tmp_path)
+        assert time.time() < deadline, failure(cluster, tmp_path, job)
         time.sleep(0.2)
     victim = next(pid for pid in _recipe_processes(str(out)) if environ_of(pid).get("RANK") == "1")
     os.kill(victim, signal.SIGKILL)  # node n2's training process dies
     killed = time.time()
     info = cluster.wait(job, timeout=150)
-    assert info["JobState"] == "FAILED", info
+    assert info["JobState"] == "FAILED", failure(cluster, tmp_path, job)
     assert time.time() - killed < 120
     assert not (out / "model.safetensors").exists()
 
