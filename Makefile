@@ -49,10 +49,11 @@ demo:
 	@start=$$(date +%s); $(MAKE) --no-print-directory install && $(VENV)/bin/posttrain-dist demo --started-at $$start
 
 # Every test, the real-model learning checks and the Slurm cluster tests included, in two workers (pytest-xdist).
-# `loadfile` keeps each module in one worker, so its shared fixtures (variant runs, the Slurm cluster) exist once.
-# Not `loadgroup`: under pytest 9.2 its xdist_group marks group nothing (xdist 3.8 renames `item._nodeid`, which
-# pytest no longer reads), and a module split over both workers started two Slurm clusters at once.
-PYTEST_WORKERS ?= -n 2 --dist loadfile
+# `loadfile` keeps each module in one worker, so its shared fixtures (variant runs, the Slurm cluster) exist once;
+# modules are taken in tests/conftest.py's order, longest first. Not `loadgroup`: under pytest 9.2 its xdist_group
+# marks group nothing (xdist 3.8 renames `item._nodeid`, which pytest no longer reads), and a module split over
+# both workers started two Slurm clusters at once.
+PYTEST_WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
 test: install slurm-deps
 	$(PY) -m pytest -q $(PYTEST_WORKERS)
 

@@ -29,6 +29,21 @@ TESTS = Path(__file__).resolve().parent
 # Recipe runs started by the tests (accelerate launch, Slurm jobs) import the test callbacks in tests/hooks.py.
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
 
+# The longest modules first (minutes on this 2-core machine; each learning check is a module of its own): under
+# `make test` (xdist --dist loadfile --no-loadscope-reorder) each worker takes whole modules in this order, so the
+# long ones run side by side instead of one of them last.
+LONGEST_FIRST = ("test_distributed", "test_learning_distillation", "test_learning", "test_learning_identity",
+                 "test_slurm", "test_preset_matrix", "test_dpo", "test_grpo", "test_sft")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        module = item.path.stem
+        return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a module and among the other modules stays
+
+
 # Steps of a tiny-model recipe run in tests: small, deterministic, no before/after answers.
 TINY_OVERRIDES = [
     "--model_name_or_path", TINY,
