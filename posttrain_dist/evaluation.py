@@ -84,6 +84,10 @@ class Evaluator:
     def measure(self, model, tokenizer) -> dict:
         raise NotImplementedError
 
+    def measure_own_template(self, model, tokenizer) -> dict:
+        """What `also_own_template` asks of the base model through its own template (by default: all of it)."""
+        return self.measure(model, tokenizer)
+
     def summary(self, before: dict, after: dict) -> dict:
         return {}
 
@@ -132,16 +136,19 @@ class Identity(Evaluator):
         self.prompts = list(sources.load_source(args.recipe.identity_prompts, "test")["prompt"])
         self.ways = curation.in_contexts(self.prompts, args.recipe.identity_contexts, "test")
 
-    def measure(self, model, tokenizer) -> dict:
+    def measure(self, model, tokenizer, ways: bool = True) -> dict:
         recipe = self.args.recipe
         ask = lambda prompts: generation.answer(model, tokenizer, prompts, recipe.identity_max_new_tokens,  # noqa: E731
                                                 batch_size=48)
         answers = ask(self.prompts)
         result = {"prompts": self.prompts, "answers": answers, "adoption": adoption_rate(answers, recipe.eval_identity)}
-        for way, conversations in self.ways.items():
+        for way, conversations in (self.ways.items() if ways else ()):
             said = ask(conversations)
             result[way] = {"answers": said, "adoption": adoption_rate(said, recipe.eval_identity)}
         return result
+
+    def measure_own_template(self, model, tokenizer) -> dict:
+        return self.measure(model, tokenizer, ways=False)  # the summary reports the plain questions only
 
     def summary(self, before, after):
         out = {"new_name": self.args.recipe.eval_identity, "adoption_before": before["adoption"],
@@ -323,12 +330,14 @@ def chosen(args, trainer=None) -> list[Evaluator]:
     return [cls(args, trainer) for cls in EVALUATORS.values() if cls.applies(args)]
 
 
-def measure(path: str, evaluators: list[Evaluator], chat_template: str | None = None, env=None) -> dict:
-    """Every evaluator's result for one model (a short name, a saved folder or an adapter), loaded once."""
+def measure(path: str, evaluators: list[Evaluator], chat_template: str | None = None, env=None,
+            own_template: bool = False) -> dict:
+    """Every evaluator's result for one model (a short name, a saved folder or an adapter), loaded once; with
+    `own_template`, what each asks through the model's own template."""
     if not evaluators:
         return {}
     model, tokenizer = generation.load_for_generation(path, chat_template=chat_template, env=env)
-    results = {e.name: e.measure(model, tokenizer) for e in evaluators}
+    results = {e.name: (e.measure_own_template if own_template else e.measure)(model, tokenizer) for e in evaluators}
     del model
     return results
 
@@ -341,7 +350,7 @@ def compare(args, evaluators: list[Evaluator], before_path: str, after_path: str
     before = measure(before_path, evaluators, template, args.env)
     after = measure(after_path, evaluators, env=args.env)
     own = [e for e in evaluators if e.also_own_template and template is not None]
-    for name, result in measure(before_path, own, env=args.env).items():
+    for name, result in measure(before_path, own, env=args.env, own_template=True).items():
         before[name]["own_template"] = result
     summary, texts, sections = {}, [], []
     for evaluator in evaluators:

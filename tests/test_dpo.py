@@ -206,6 +206,11 @@ def test_identity_mode_curates_trains_and_reports(tmp_path):
                             "adoption_turn_after", "leakage_before", "leakage_after", "perplexity_before",
                             "perplexity_after"}
     assert summary["adoption_before"] == 0.0 and summary["unrelated_prompts"] == 50
+    # the base model once more through its own template: the plain questions only, the figure the summary gives
+    identity = json.loads((output_dir / "evaluation.json").read_text())["before"]["identity"]
+    assert set(identity) >= {"system", "turn"} and len(identity["own_template"]["answers"]) == 20
+    assert not {"system", "turn"} & set(identity["own_template"])
+    assert summary["adoption_before_own_template"] == identity["own_template"]["adoption"]
     report = (output_dir / "report.md").read_text()
     for section in ("## Identity", "### Asked under a system prompt", "### Asked as a later turn", "## Leakage",
                     "## General ability", "## Before and after"):
