@@ -24,10 +24,10 @@ def test_sft_lowers_held_out_loss_of_the_default_model(tmp_path):
 
 
 def test_grpo_raises_held_out_reward_of_the_default_model(tmp_path):
-    """The GRPO preset, its first 16 of 24 steps: mean math_answer reward on 100 held-out sums rises by at least 0.2
-    (it is 0 or 1 each; measured: 0.15 -> 0.65 after 16 steps, 0.91 after 24)."""
+    """The GRPO preset, its first 10 of 24 steps: mean math_answer reward on 100 held-out sums rises by at least 0.2
+    (it is 0 or 1 each; measured on 2 CPU cores: 0.15 -> 0.51 after 10 steps, 0.65 after 16, 0.91 after 24)."""
     output_dir = tmp_path / "grpo"
-    launch("grpo", "--config", str(PRESETS / "grpo_full.yaml"), "--output_dir", str(output_dir), "--max_steps", "16",
+    launch("grpo", "--config", str(PRESETS / "grpo_full.yaml"), "--output_dir", str(output_dir), "--max_steps", "10",
            timeout=1500)
     summary = json.loads((output_dir / "evaluation.json").read_text())["summary"]
     assert summary["reward_prompts"] == 100
