@@ -32,8 +32,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), os.environ.ge
 # The longest modules first (minutes on this 2-core machine; each learning check is a module of its own): under
 # `make test` (xdist --dist loadfile --no-loadscope-reorder) each worker takes whole modules in this order, so the
 # long ones run side by side instead of one of them last.
-LONGEST_FIRST = ("test_distributed", "test_learning_distillation", "test_learning", "test_learning_identity",
-                 "test_slurm", "test_preset_matrix", "test_dpo", "test_grpo", "test_sft")
+LONGEST_FIRST = ("test_distributed", "test_learning_distillation", "test_slurm", "test_learning_identity",
+                 "test_preset_matrix", "test_learning", "test_dpo", "test_grpo", "test_sft")
 
 
 def pytest_collection_modifyitems(items):
