@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from . import modeling, parsing, sources
+from . import modeling, parsing, references, sources
 from .config import Args
 from .errors import ConfigError, warn
 from .run_folder import RunFolder
@@ -20,7 +20,7 @@ from .run_folder import RunFolder
 def parse(method: str, argv: list[str] | None = None, env=None) -> Args:
     """Parse, resolve and check: a config that passes here is one the recipe would start with."""
     args = parsing.parse(method, argv, env)
-    resolve_and_check(args)
+    resolve_and_check(args, hold=False)
     return args
 
 
@@ -32,9 +32,9 @@ def resolve_output_dir(args: Args) -> str:
     return args.training.output_dir
 
 
-def resolve_and_check(args: Args) -> RunFolder:
+def resolve_and_check(args: Args, hold: bool = True) -> RunFolder:
     """Resolve the defaults that depend on the model or the machine, check everything that spans modules, and
-    return the run's output folder (checked, not yet written)."""
+    return the run's output folder: checked and, for a recipe (`hold`), locked for this run, not yet written."""
     env = args.env
     check_distributed(args, env)
     check_packages(args)
@@ -56,14 +56,14 @@ def resolve_and_check(args: Args) -> RunFolder:
         check_rewards(args)
     if args.recipe.chat_template is not None:
         modeling.resolve_chat_template_source(args.recipe.chat_template)
-    if args.recipe.callbacks:
-        from . import training
-
-        training.user_callbacks(args.recipe.callbacks)
+    for name in args.recipe.callbacks or []:
+        references.check(name, "callback")  # exists; imported only when the run starts
     check_report_to(args.training.report_to)
     run = RunFolder(args)
     run.check()
     warn_out_of_range(args)
+    if hold and not env.planned:
+        run.lock()  # one run per folder from here (the main process; released when the recipe ends)
     return run
 
 
@@ -71,7 +71,7 @@ def check_rewards(args: Args) -> None:
     from . import rewards
 
     for name in args.recipe.reward_funcs:
-        rewards.resolve(name, args.training)
+        rewards.resolve(name, args.training, checked_only=True)
     weights = args.training.reward_weights
     if weights is not None and len(weights) != len(args.recipe.reward_funcs):
         raise ConfigError(

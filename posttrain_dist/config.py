@@ -15,6 +15,7 @@ from typing import Any
 
 import trl
 
+from . import limits
 from .errors import ConfigError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -113,6 +114,7 @@ class RecipeArgs:
     )
 
     def __post_init__(self):
+        limits.check(self)
         _unset(self, "dataset_test_split", "dataset_config", "perplexity_dataset", "general_questions", "eval_identity",
                "identity_contexts", "identity_unrelated")
         self.dataset_columns = _column_mapping(self.dataset_columns, "dataset_columns")
@@ -136,12 +138,9 @@ class RecipeArgs:
                 if columns is not None and not isinstance(columns, list):
                     part["columns"] = _column_mapping(columns, f"dataset_mixture[{i}].columns")
                 weight = part.get("weight", 1.0)
-                if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
-                    raise ConfigError(f"`dataset_mixture[{i}].weight` must be a positive number; got {weight!r}.")
-        if self.eval_split_size is not None and not 0 < self.eval_split_size < 1:
-            raise ConfigError(f"`eval_split_size` must be between 0 and 1 (a fraction); got {self.eval_split_size}.")
-        if self.max_train_samples is not None and self.max_train_samples <= 0:
-            raise ConfigError(f"`max_train_samples` must be positive; got {self.max_train_samples}.")
+                if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0 < weight <= 1000:
+                    raise ConfigError(f"`dataset_mixture[{i}].weight` must be a number in (0, 1000] (the share of "
+                                      f"its rows to take; 2.0 repeats them twice); got {weight!r}.")
 
 
 def _unset(values, *names: str) -> None:
@@ -190,6 +189,7 @@ class ModelArgs(trl.ModelConfig):
     )
 
     def __post_init__(self):
+        limits.check(self)
         if self.load_in_8bit and self.load_in_4bit:
             raise ConfigError("`load_in_4bit` and `load_in_8bit` are both set; choose one (QLoRA uses 4-bit).")
         super().__post_init__()
@@ -200,8 +200,6 @@ class ModelArgs(trl.ModelConfig):
             )
         if self.dtype not in (None, "auto", "float32", "bfloat16", "float16"):
             raise ConfigError(f"`dtype` must be one of auto, float32, bfloat16, float16; got {self.dtype!r}.")
-        if self.use_peft and self.lora_r <= 0:
-            raise ConfigError(f"`lora_r` must be positive; got {self.lora_r}.")
 
 
 @dataclass
@@ -221,11 +219,7 @@ class _RunDefaults:
     )
 
     def __post_init__(self):
-        if self.save_total_limit == 1:
-            raise ConfigError(
-                "`save_total_limit: 1` can delete the last complete checkpoint just before a crash leaves the new "
-                "one unfinished; keep at least 2 (`save_total_limit: 2`)."
-            )
+        limits.check(self)  # before trl's and transformers' own checks, which loop or allocate on absurd values
         super().__post_init__()
 
 
@@ -277,10 +271,6 @@ class DPORecipeArgs(RecipeArgs):
                     "`identity_new_name` curates its own pairs from the model; remove `dataset_name`/`dataset_mixture`, "
                     "or unset `identity_new_name` to train on your own preference data."
                 )
-            if self.identity_contrast_ratio < 0:
-                raise ConfigError(f"`identity_contrast_ratio` must be 0 or more; got {self.identity_contrast_ratio}.")
-            if self.identity_samples_per_prompt < 1:
-                raise ConfigError(f"`identity_samples_per_prompt` must be at least 1; got {self.identity_samples_per_prompt}.")
 
 
 @dataclass
@@ -314,8 +304,6 @@ class GRPORecipeArgs(RecipeArgs):
         super().__post_init__()
         if not self.reward_funcs:
             raise ConfigError("`reward_funcs` is empty; GRPO learns from at least one reward.")
-        if self.max_prompt_length is not None and self.max_prompt_length <= 0:
-            raise ConfigError(f"`max_prompt_length` must be positive; got {self.max_prompt_length}.")
 
 
 def _divisors(n: int) -> list[int]:
@@ -384,6 +372,7 @@ class Args:
     sources: dict[str, str]  # field name -> "default", "file" or "command line"
     config_path: str | None = None
     env: Any = None  # environment.Environment: device, processes, distributed kind
+    exported: dict = field(default_factory=dict)  # what the config's `env:` block set in the environment
 
     def resolved(self) -> dict[str, Any]:
         """Every field with its final value, as plain YAML-safe data (the run's resolved config)."""

@@ -88,6 +88,8 @@ def plot(history: list[dict], method: str, path: str, title: str = "") -> list[s
     figure.suptitle(title or f"{method.upper()} training curves")
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=90)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.tmp.png")
+    figure.savefig(tmp, dpi=90)  # then renamed over `path`: a link planted there is replaced, not written through
+    os.replace(tmp, path)
     plt.close(figure)
     return [panel[0] for panel in panels]

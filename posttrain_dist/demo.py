@@ -19,11 +19,34 @@ from pathlib import Path
 from . import resources
 
 
+DEMO_ENTRIES = {"final", "summary.json"}
+
+
+def check_demo_output(folder: Path) -> None:
+    """The demo replaces its own earlier output, and nothing else: a folder holding anything but `final/` (a run
+    folder) and summary.json is refused before anything is deleted."""
+    from .errors import ConfigError
+
+    if folder.is_symlink() or not folder.is_dir():
+        raise ConfigError(f"--output {folder} is not a folder of the demo's; give a new folder.")
+    foreign = sorted(p.name for p in folder.iterdir() if p.name not in DEMO_ENTRIES)
+    final = folder / "final"
+    if final.exists() and (final.is_symlink() or not final.is_dir()):
+        foreign.append("final (not a folder)")
+    elif final.is_dir() and any(final.iterdir()) and not ((final / "config.yaml").is_file()
+                                                           or (final / ".posttrain-dist.lock").is_file()):
+        foreign.append("final/ (not a run folder)")
+    if foreign:
+        raise ConfigError(f"--output {folder} holds what the demo did not write ({', '.join(foreign[:5])}); the demo "
+                          "replaces its own output only. Give a new or empty folder.")
+
+
 def run(config_path: str, output: str, started_at: float | None = None) -> dict:
     start = started_at or time.time()
     recipe, config = resources.recipe_script("dpo"), resources.preset(config_path)
     output_dir = Path(output)
     if output_dir.exists():
+        check_demo_output(output_dir)
         print(f"demo: replacing the previous demo output in {output_dir}")
         shutil.rmtree(output_dir)
     final = output_dir / "final"

@@ -5,6 +5,7 @@ print such an error without a traceback and exit with status 2; anything else is
 keeps its traceback.
 """
 
+import atexit
 import functools
 import sys
 
@@ -21,6 +22,28 @@ class DataError(UserError):
     """Data that is missing, empty or in a format the method does not take."""
 
 
+class RunFinished(Exception):
+    """The output folder holds this very run, finished: nothing to do (exit status 0)."""
+
+
+_cleanups: list = []
+
+
+def at_exit(function) -> None:
+    """Run `function` when the recipe's main returns or fails (`report_user_errors`), or at the latest at exit."""
+    if not _cleanups:
+        atexit.register(run_cleanups)
+    _cleanups.append(function)
+
+
+def run_cleanups() -> None:
+    while _cleanups:
+        try:
+            _cleanups.pop()()
+        except Exception:  # a cleanup never hides what ended the run
+            pass
+
+
 def warn(message: str) -> None:
     """A config that runs but is probably not what the user meant (a learning rate far out of range): said on
     stderr, and the run goes on."""
@@ -28,14 +51,20 @@ def warn(message: str) -> None:
 
 
 def report_user_errors(main):
-    """Decorate a `main` so that a `UserError` ends the process with its message and status 2."""
+    """Decorate a `main` so that a `UserError` ends the process with its message and status 2, and a finished run
+    with its note and status 0; either way the run's cleanups (its output folder's lock) run."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except UserError as error:
-            print(f"posttrain-dist: {type(error).__name__}: {error}", file=sys.stderr)
+        except RunFinished as finished:
+            print(f"posttrain-dist: {finished}", flush=True)
+            sys.exit(0)
+        except UserError as error:  # (the newline ends a progress bar the error interrupted)
+            print(f"\nposttrain-dist: {type(error).__name__}: {error}", file=sys.stderr)
             sys.exit(2)
+        finally:
+            run_cleanups()
 
     return wrapper

@@ -127,6 +127,27 @@ def from_slurm(env: dict | None = None, resolve=node_address, port: int | None =
     return Cluster(nodes, rank, max(1, gpus_on_node(env)), resolve(nodelist[0]), port)
 
 
+SECRET_OPTIONS = {"--hub_token": "HF_TOKEN", "--hub-token": "HF_TOKEN"}
+
+
+def without_secrets(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Recipe arguments with tokens taken out (`--hub_token T` or `--hub_token=T`), and the environment variables
+    that carry them instead: a command line is printed, logged and visible to every user in `ps`."""
+    clean, secrets, skip = [], {}, False
+    for i, token in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        option, _, value = token.partition("=")
+        if option in SECRET_OPTIONS:
+            if not value and i + 1 < len(argv):
+                value, skip = argv[i + 1], True
+            secrets[SECRET_OPTIONS[option]] = value
+            continue
+        clean.append(token)
+    return clean, secrets
+
+
 def accelerate_command(cluster: Cluster | None, accelerate_config: str, script: str, script_args: list[str],
                        processes_per_node: int | None = None, deepspeed: bool | None = None) -> list[str]:
     """The `accelerate launch` command line of one node (or of a single machine when `cluster` is None).
@@ -183,25 +204,33 @@ def resolve_cluster(nodes: int | None = None, node_rank: int = 0, processes_per_
     return None
 
 
-def supervise(argv: list[str], script: str, preempted, forward_every: float = 10.0) -> int:
+def supervise(argv: list[str], script: str, preempted, forward_every: float = 2.0, mark=None) -> int:
     """Run `accelerate launch` (argv) as a child and stay its parent. SIGUSR1 and SIGTERM sent to this launcher are
     passed on to the recipe processes themselves, whatever their session (torch's elastic agent starts them in new
     ones, which a site with `proctrack/pgid` never signals), and again every `forward_every` seconds until the
     child ends, so that a recipe still importing when the signal came gets it once its handler is in place. The
-    launcher and the agent ignore both signals (the recipes decide when to stop). Returns the child's exit status,
-    or 75 when the run marked itself preempted (`preempted(since=start)`): torch's agent reports a worker's 75 as 1.
+    launcher and the agent ignore both signals (the recipes decide when to stop). The child gets SIGKILL when this
+    launcher dies (and the recipe processes when it does: `signals.die_with_launcher`): nothing is left orphaned.
+    Returns the child's exit status, or 75 when the run marked itself preempted (`preempted(since=start)`): torch's
+    agent reports a worker's 75 as 1. A signal the recipes could not act on (it came before their handler existed)
+    is marked by `mark(signum)` (True when it marked the run preempted: 75 too).
     """
     import signal
     import subprocess
     import threading
     import time
 
+    from . import signals as held
+
     signals = (signal.SIGUSR1, signal.SIGTERM)
     started, received = time.time(), []
+    if held.requested_signal() is not None:  # came while this launcher started (`posttrain-dist launch` holds them)
+        received.append(held.requested_signal())
 
     def ignore():
         for signum in signals:
             signal.signal(signum, signal.SIG_IGN)
+        held.set_parent_death_signal(signal.SIGKILL)
 
     child = subprocess.Popen(argv, preexec_fn=ignore)
 
@@ -226,9 +255,11 @@ def supervise(argv: list[str], script: str, preempted, forward_every: float = 10
     threading.Thread(target=again, daemon=True).start()
     code = child.wait()
     done.set()
-    from .training import EXIT_PREEMPTED
-
-    return EXIT_PREEMPTED if preempted(since=started) else code
+    if preempted(since=started):
+        return held.EXIT_PREEMPTED
+    if received and code != 0 and mark is not None and mark(received[0]):
+        return held.EXIT_PREEMPTED
+    return code
 
 
 def recipe_processes(root: int, script: str) -> list:

@@ -293,7 +293,7 @@ def training_rows(args) -> tuple[int | None, str]:
     if args.method == "grpo":
         from . import modeling, rewards
 
-        functions = rewards.build(recipe.reward_funcs, args.training)
+        functions = rewards.build(recipe.reward_funcs, args.training, checked_only=True)
         rewards.check_data(recipe.reward_funcs, functions, train, recipe.dataset_name or "the data")
         # the tokenizer of a hub model may not be here (a login node without the hub): read only the cache then, at
         # once (the hub client would retry for most of a minute), and leave the lengths unchecked if it is not there
@@ -338,7 +338,7 @@ def make(method: str, preset: str, accelerate_config: str, nodes: int = 1, gpus_
     from . import checks, environment, launching, resources
 
     env = environment.from_accelerate_file(accelerate_config, nodes, gpus_per_node)
-    argv = ["--config", preset, *(recipe_args or [])]
+    argv, _ = launching.without_secrets(["--config", preset, *(recipe_args or [])])  # a token is never printed
     args = checks.parse(method, argv, env)  # batch divisibility is checked for the planned processes
     if env.for_gpus:  # planned from a machine without GPUs: show the values the GPU machine will have
         args.training.use_cpu = False

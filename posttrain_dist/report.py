@@ -51,6 +51,7 @@ def write(trainer, run) -> dict:
     run.write("evaluation.json", json.dumps(result, indent=1))
     run.write("report.md", "\n".join(_header(trainer, run) + (["## Before and after", "", "```", table, "```", ""]
                                                               if table else []) + sections))
+    run.mark_finished(trainer.state.global_step, reported=True)
     return result
 
 

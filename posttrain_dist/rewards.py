@@ -18,7 +18,6 @@ that never parses would score 0 everywhere and teach nothing.
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import re
 from fractions import Fraction
@@ -286,8 +285,9 @@ def known() -> list[str]:
     return sorted([*REWARDS, *TRL_REWARDS])
 
 
-def resolve(name: str, training_args=None):
-    """A reward function from its registry name or its `package.module:function` import path."""
+def resolve(name: str, training_args=None, checked_only: bool = False):
+    """A reward function from its registry name or its `package.module:function` import path; with `checked_only`,
+    a user's function is checked and stood in for (its signature read from the source), never imported."""
     if name in REWARDS:
         return REWARDS[name]
     if name in TRL_REWARDS:
@@ -296,24 +296,24 @@ def resolve(name: str, training_args=None):
 
             training_args = SimpleNamespace(max_completion_length=256)
         return TRL_REWARDS[name](training_args)
-    if ":" in name:
-        module_name, _, attribute = name.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as error:
-            raise ConfigError(f"reward {name!r}: cannot import {module_name!r} ({error}).") from None
-        function = getattr(module, attribute, None)
+    if isinstance(name, str) and ":" in name:
+        from . import references
+
+        if checked_only:
+            return references.stand_in(name, "reward")
+        function = references.load(name, "reward")
         if not callable(function):
-            raise ConfigError(f"reward {name!r}: {module_name} has no function {attribute!r}.")
+            raise ConfigError(f"reward {name!r} is not a function.")
         return function
     raise ConfigError(f"unknown reward {name!r}; registered: {', '.join(known())}, or give `package.module:function`.")
 
 
-def build(names: list[str], training_args=None) -> list:
-    """The reward functions of a run; a reward's `max_completion_length` parameter is bound to the run's."""
+def build(names: list[str], training_args=None, checked_only: bool = False) -> list:
+    """The reward functions of a run; a reward's `max_completion_length` parameter is bound to the run's. With
+    `checked_only` (`plan`), the user's own are stood in for, not imported."""
     functions = []
     for name in names:
-        function = resolve(name, training_args)
+        function = resolve(name, training_args, checked_only)
         parameters = inspect.signature(function).parameters
         if "max_completion_length" in parameters and training_args is not None:
             bound = functools.partial(function, max_completion_length=training_args.max_completion_length)

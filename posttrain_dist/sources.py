@@ -167,6 +167,8 @@ def read_file(path: str):
     if os.path.getsize(path) == 0 or (suffix != ".parquet" and os.path.getsize(path) < 1 << 20
                                       and not Path(path).read_text(errors="replace").strip()):
         raise DataError(f"{path} is empty: no rows to train or evaluate on.")
+    if suffix != ".parquet":
+        prescan(path, suffix)
     kwargs = {}
     if suffix == ".csv":  # every column as text: a numeric answer stays "4", an empty cell stays ""
         import csv
@@ -187,6 +189,46 @@ def read_file(path: str):
     if len(dataset) == 0:
         raise DataError(f"{path} holds no rows (an empty table): nothing to train or evaluate on.")
     return dataset
+
+
+MAX_DEPTH = 64  # JSON nesting: a conversation with content parts is about 5 deep; pyarrow's reader crashes far deeper
+
+
+def prescan(path: str, suffix: str) -> None:
+    """What would crash the readers, refused with its line: text that is not UTF-8, JSON nested beyond MAX_DEPTH
+    (pyarrow's JSON reader segfaults on it). One pass over the bytes at C speed; a line is scanned in Python only
+    when it holds more brackets than the limit."""
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataError(f"{path} line {number} is not UTF-8 text (byte {line[error.start]:#04x} at column "
+                                f"{error.start + 1}); save the file as UTF-8.") from None
+            if suffix != ".csv" and line.count(b"[") + line.count(b"{") > MAX_DEPTH and _depth(line) > MAX_DEPTH:
+                raise DataError(f"{path} line {number} is nested more than {MAX_DEPTH} levels deep: that is no row of "
+                                "training data (and would crash the JSON reader).")
+
+
+def _depth(line: bytes) -> int:
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in line:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
 
 
 def _file_problem(path: str, error: Exception) -> str:

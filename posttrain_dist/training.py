@@ -18,81 +18,54 @@
 
 from __future__ import annotations
 
-import importlib
-import signal
 import sys
 
 from transformers import TrainerCallback
 
+from . import guards
 from .errors import ConfigError
-
-EXIT_PREEMPTED = 75
-PREEMPT_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
-
-_requested: dict = {"signal": None}
-
-
-def _on_signal(signum, frame):
-    _requested["signal"] = signum
-
-
-def catch_preemption() -> None:
-    """From now on SIGUSR1 and SIGTERM ask the run to checkpoint and stop, instead of killing it."""
-    for signum in PREEMPT_SIGNALS:
-        signal.signal(signum, _on_signal)
-
-
-def stop_requested() -> bool:
-    return _requested["signal"] is not None
+from .guards import _agreed
+from .signals import EXIT_PREEMPTED, PREEMPT_SIGNALS, _requested, catch_preemption, stop_requested  # noqa: F401
 
 
 class CompleteCheckpoints(TrainerCallback):
-    """Marks each checkpoint complete once every rank has finished writing it."""
+    """Marks each checkpoint complete (signed, with the digests of its pickled files) once every rank has finished
+    writing it; then, for `save_total_limit`, deletes the checkpoints that are now beyond it."""
 
-    def __init__(self, accelerator, run):
-        self.accelerator, self.run = accelerator, run
+    def __init__(self, accelerator, run, limit: int | None):
+        self.accelerator, self.run, self.limit = accelerator, run, limit
 
     def on_save(self, args, state, control, **kwargs):
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             self.run.mark_complete(state.global_step)
+            self.run.rotate(self.limit, keep=state.best_model_checkpoint)
         self.accelerator.wait_for_everyone()
 
 
 class Preemption(TrainerCallback):
-    """A stop asked by signal: every rank saves a checkpoint at the same step, then training stops."""
+    """A stop asked by signal: every rank saves a checkpoint at the same step, then training stops. Asked during the
+    last step, it lets the run end as finished (saved and reported), not preempted."""
 
     def __init__(self, accelerator):
         self.accelerator = accelerator
         self.stopped_at = None
 
     def on_step_end(self, args, state, control, **kwargs):
-        if _agreed(self.accelerator, stop_requested()):
+        if _agreed(self.accelerator, stop_requested()) and state.global_step < state.max_steps:
             control.should_save = True
             control.should_training_stop = True
             self.stopped_at = state.global_step
         return control
 
 
-def _agreed(accelerator, flag: bool) -> bool:
-    """True when any rank says so: the ranks must decide together, or some would wait for the others forever."""
-    import torch
-
-    value = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
-    if accelerator.num_processes > 1:
-        value = accelerator.reduce(value, reduction="sum")
-    return value.item() > 0
-
-
 def user_callbacks(names: list[str] | None) -> list:
-    """The callbacks a config names as `package.module:Name`: classes are instantiated, instances kept."""
+    """The callbacks a config names as `package.module:Name`: imported now (the run starts), classes instantiated."""
+    from . import references
+
     found = []
     for name in names or []:
-        module_name, _, attribute = name.partition(":")
-        try:
-            target = getattr(importlib.import_module(module_name), attribute)
-        except (ImportError, AttributeError, ValueError) as error:
-            raise ConfigError(f"callback {name!r}: cannot import it ({error}); give `package.module:Name`.") from None
+        target = references.load(name, "callback")
         callback = target() if isinstance(target, type) else target
         if not isinstance(callback, TrainerCallback):
             raise ConfigError(f"callback {name!r} is not a transformers TrainerCallback.")
@@ -101,12 +74,18 @@ def user_callbacks(names: list[str] | None) -> list:
 
 
 def attach(trainer, run) -> Preemption:
-    """Your callbacks first (they see each event before ours), then complete-checkpoint marks and preemption."""
+    """Your callbacks first (they see each event before ours), then the counters, complete-checkpoint marks,
+    the non-finite guard, preemption, and last (it sees whether a checkpoint is due) the disk space check.
+    transformers' own `save_total_limit` rotation is switched off: ours deletes only behind a complete checkpoint."""
     for callback in user_callbacks(run.args.recipe.callbacks):
         trainer.add_callback(callback)
-    trainer.add_callback(CompleteCheckpoints(trainer.accelerator, run))
+    limit, trainer.args.save_total_limit = trainer.args.save_total_limit, None
+    trainer.add_callback(guards.Counters(trainer))
+    trainer.add_callback(CompleteCheckpoints(trainer.accelerator, run, limit))
+    trainer.add_callback(guards.NonFinite(trainer))
     preemption = Preemption(trainer.accelerator)
     trainer.add_callback(preemption)
+    trainer.add_callback(guards.DiskSpace(trainer, run))
     return preemption
 
 
@@ -140,9 +119,19 @@ def train(trainer, run) -> None:
             print(f"resuming from {resume}", flush=True)
     if _agreed(accelerator, stop_requested()):  # the signal came while the model or the data loaded
         _stop(accelerator, run, None, resume)
-    trainer.train(resume_from_checkpoint=resume)
+    guards.restore_counters(trainer, resume)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except Exception as error:
+        stopped = guards.disk_full(error, run.path, "a checkpoint")
+        if stopped is None:
+            raise
+        raise stopped from None
     if preemption.stopped_at is not None:
         _stop(accelerator, run, preemption.stopped_at, resume)
+    if trainer.state.global_step == 0:
+        raise guards.TrainingStopped("training ended after 0 optimizer steps (no rows, or `max_steps`/`num_train_epochs` "
+                                     "too small): nothing trained, so nothing is saved as the result.")
 
 
 def _stop(accelerator, run, step: int | None, resume: str | None) -> None:

@@ -9,16 +9,19 @@ log-probabilities with `precompute_ref_log_probs: true`.
         --config recipes/smollm2-135m/dpo_identity.yaml [--any_field value ...]
 """
 
-from trl import DPOTrainer
+from posttrain_dist import signals
 
-from posttrain_dist import checks, curation, data, environment, modeling, parsing, report, training
-from posttrain_dist.errors import report_user_errors
+signals.catch_preemption()  # first: a preemption signal (USR1, TERM) during the imports below checkpoints and stops
+
+from trl import DPOTrainer  # noqa: E402
+
+from posttrain_dist import checks, curation, data, environment, modeling, parsing, report, training  # noqa: E402
+from posttrain_dist.errors import report_user_errors  # noqa: E402
 
 
 @report_user_errors
 def main(argv=None):
     # 1. Parse, resolve and check: a mistake stops here, before anything is loaded or written.
-    training.catch_preemption()  # from here a preemption signal (USR1, TERM) checkpoints and stops, never kills
     args = parsing.parse("dpo", argv, environment.probe())
     run = checks.resolve_and_check(args)  # the output folder: checked now, written when training starts
 

@@ -8,16 +8,19 @@ transformers; on GPUs `use_vllm: true` with `vllm_mode: colocate` or `server` (s
         --config recipes/smollm2-135m/grpo_full.yaml [--any_field value ...]
 """
 
-from trl import GRPOTrainer
+from posttrain_dist import signals
 
-from posttrain_dist import checks, data, environment, modeling, parsing, report, rewards, training
-from posttrain_dist.errors import report_user_errors
+signals.catch_preemption()  # first: a preemption signal (USR1, TERM) during the imports below checkpoints and stops
+
+from trl import GRPOTrainer  # noqa: E402
+
+from posttrain_dist import checks, data, environment, modeling, parsing, report, rewards, training  # noqa: E402
+from posttrain_dist.errors import report_user_errors  # noqa: E402
 
 
 @report_user_errors
 def main(argv=None):
     # 1. Parse, resolve and check: batch / num_generations arithmetic and reward names are checked before anything loads.
-    training.catch_preemption()  # from here a preemption signal (USR1, TERM) checkpoints and stops, never kills
     args = parsing.parse("grpo", argv, environment.probe())
     run = checks.resolve_and_check(args)  # the output folder: checked now, written when training starts
 

@@ -9,16 +9,19 @@ example per assistant turn). Full, LoRA and QLoRA training are choices of the co
 `python recipes/sft.py ...` runs the same thing in one process.
 """
 
-from trl import SFTTrainer
+from posttrain_dist import signals
 
-from posttrain_dist import checks, data, environment, modeling, parsing, report, training
-from posttrain_dist.errors import report_user_errors
+signals.catch_preemption()  # first: a preemption signal (USR1, TERM) during the imports below checkpoints and stops
+
+from trl import SFTTrainer  # noqa: E402
+
+from posttrain_dist import checks, data, environment, modeling, parsing, report, training  # noqa: E402
+from posttrain_dist.errors import report_user_errors  # noqa: E402
 
 
 @report_user_errors
 def main(argv=None):
     # 1. Parse, resolve and check: a mistake stops here, before anything is loaded or written.
-    training.catch_preemption()  # from here a preemption signal (USR1, TERM) checkpoints and stops, never kills
     args = parsing.parse("sft", argv, environment.probe())
     run = checks.resolve_and_check(args)  # the output folder: checked now, written when training starts
 

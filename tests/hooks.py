@@ -90,3 +90,32 @@ class ExitTime(TrainerCallback):
 
         path = os.path.join(args.output_dir, f"exit_rank{args.process_index}.txt")
         atexit.register(lambda: open(path, "w").write(repr(time.time())))
+
+
+class SignalInSave(TrainerCallback):
+    """Sends SIGUSR1 to this process while checkpoint $HOOK_SIGNAL_IN_SAVE is being written (its on_save)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == int(os.environ["HOOK_SIGNAL_IN_SAVE"]):
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+class PoisonAtStep(TrainerCallback):
+    """Sets one weight matrix to NaN at the start of step $HOOK_POISON_AT_STEP (a diverging run, made on purpose)."""
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step + 1 == int(os.environ["HOOK_POISON_AT_STEP"]):
+            import torch
+
+            with torch.no_grad():
+                next(p for p in model.parameters() if p.dim() == 2).fill_(float("nan"))
+
+
+class SlowSteps(TrainerCallback):
+    """Sleeps $HOOK_SLOW_STEP_SECONDS after each step, and marks that training started (output_dir/started_rankR)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        import time
+
+        open(os.path.join(args.output_dir, f"started_rank{args.process_index}"), "w").close()
+        time.sleep(float(os.environ.get("HOOK_SLOW_STEP_SECONDS", "5")))

@@ -60,7 +60,24 @@ def test_the_package_has_no_import_cycles():
 
 
 def test_config_is_configuration_only():
-    assert our_imports(PACKAGE / "config.py") == {"posttrain_dist.errors"}
+    assert our_imports(PACKAGE / "config.py") == {"posttrain_dist.errors", "posttrain_dist.limits"}
+    assert our_imports(PACKAGE / "limits.py") == {"posttrain_dist.errors"}
+
+
+def test_what_a_recipe_imports_first_is_light():
+    """The recipes catch preemption signals before torch, transformers or trl load: `signals` imports the standard
+    library only (and the package's __init__ nothing)."""
+    for light in ("signals.py", "__init__.py"):
+        tree = ast.parse((PACKAGE / light).read_text())
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names} | \
+            {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level}
+        assert imported <= {"os", "signal", "sys", "ctypes", "__future__", ""}, (light, imported)
+    for recipe in (ROOT / "recipes").glob("*.py"):
+        body = [n for n in ast.parse(recipe.read_text()).body if not isinstance(n, ast.Expr) or
+                not isinstance(n.value, ast.Constant)]  # after the docstring
+        if recipe.name != "__init__.py":
+            assert ast.unparse(body[0]) == "from posttrain_dist import signals", recipe
+            assert ast.unparse(body[1]) == "signals.catch_preemption()", recipe
 
 
 def test_no_module_is_far_past_400_lines():

@@ -29,17 +29,26 @@ def _foreign_model(output_dir: Path) -> None:
     (output_dir / "model.safetensors").write_bytes(b"weights of something else")
 
 
+def _outside_link(output_dir: Path) -> None:
+    """A group-writable folder where someone left a link named report.md pointing at a file of the user's."""
+    output_dir.mkdir(parents=True)
+    (output_dir.parent / "thesis.tex").write_text("years of work")
+    (output_dir / "report.md").symlink_to(output_dir.parent / "thesis.tex")
+
+
 def _snapshot(folder: Path) -> dict:
     if not folder.exists():
         return {}
-    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() and not p.is_symlink() else None
+            for p in sorted(folder.rglob("*"))}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_bad_input_is_refused_with_the_fix(case, tmp_path, capsys, no_model_loading, monkeypatch):
     monkeypatch.chdir(CORPUS)  # relative paths in the corpus are relative to it
     output_dir = tmp_path / "out"
-    {"other_run": _other_run, "foreign_model": _foreign_model, None: lambda _: None}[case.get("setup")](output_dir)
+    {"other_run": _other_run, "foreign_model": _foreign_model, "outside_link": _outside_link,
+     None: lambda _: None}[case.get("setup")](output_dir)
     before = _snapshot(output_dir)
     args = ["--config", case["config"], *case.get("args", []), "--output_dir", str(output_dir)]
     if "data" in case:

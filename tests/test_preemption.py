@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from posttrain_dist import cli, environment, launching, run_folder, training
+from posttrain_dist import checks, cli, environment, launching, run_folder, safety, training
+from posttrain_dist.run_folder import RunFolder
 
 from conftest import PRESETS, TINY_OVERRIDES, load_recipe
 
@@ -56,30 +57,43 @@ def test_sigterm_during_training_checkpoints_and_marks_the_step(tmp_path, monkey
     assert json.loads((out / run_folder.PREEMPTED).read_text())["step"] == 1
 
 
-def _mark(folder, signum, attempt):
+def _mark(folder, signum, attempt, signed=True):
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / run_folder.PREEMPTED).write_text(json.dumps({"step": 3, "signal": int(signum), "time": time.time(),
-                                                           "attempt": attempt}))
+    mark = {"step": 3, "signal": int(signum), "time": time.time(), "attempt": attempt}
+    if signed:
+        safety.write_mark(str(folder / run_folder.PREEMPTED), mark)
+    else:  # what anyone with write access to the folder could put there
+        (folder / run_folder.PREEMPTED).write_text(json.dumps({**mark, "signature": "0" * 64}))
 
 
-@pytest.mark.parametrize("signum, attempt, requeue", [
-    (signal.SIGUSR1, "4242.1", True),    # the time-limit signal, in this attempt: requeue
-    (signal.SIGTERM, "4242.1", False),   # preempted or cancelled: Slurm requeues (or the user stopped it)
-    (signal.SIGUSR1, "4242.0", False),   # the mark of an earlier attempt
-    (None, None, False),                 # no mark: finished, or failed
+@pytest.mark.parametrize("signum, attempt, signed, finished, signalled, requeue", [
+    (signal.SIGUSR1, "4242.1", True, False, False, True),    # the time-limit signal, in this attempt: requeue
+    (signal.SIGTERM, "4242.1", True, False, False, False),   # preempted or cancelled: Slurm requeues (or the user stopped)
+    (signal.SIGUSR1, "4242.0", True, False, False, False),   # the mark of an earlier attempt
+    (None, None, True, False, False, False),                 # no mark: finished, or failed
+    (signal.SIGUSR1, "4242.1", False, False, False, False),  # a forged mark (not signed with the user's key)
+    (signal.SIGUSR1, "4242.1", True, True, False, False),    # the run finished after all: never run again
+    (None, None, True, False, True, True),                   # the batch script got the signal, the run could not mark
+    (None, None, True, True, True, False),                   # ... but it had finished
 ])
-def test_the_requeue_decision_reads_the_mark_of_this_attempt(tmp_path, monkeypatch, capsys, signum, attempt, requeue):
+def test_the_requeue_decision_reads_the_mark_of_this_attempt(tmp_path, monkeypatch, capsys, signum, attempt, signed,
+                                                             finished, signalled, requeue):
     out = tmp_path / "out"
     if signum is not None:
-        _mark(out, signum, attempt)
+        _mark(out, signum, attempt, signed)
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     environment.probe.cache_clear()
+    argv = ["preempted", "sft", str(PRESETS / "sft_full.yaml"), *(["--signalled"] if signalled else []), "--",
+            "--output_dir", str(out)]
     try:
-        argv = ["preempted", "sft", str(PRESETS / "sft_full.yaml"), "--", "--output_dir", str(out)]
+        if finished:
+            out.mkdir(exist_ok=True)
+            run = checks.parse("sft", ["--config", str(PRESETS / "sft_full.yaml"), "--output_dir", str(out)])
+            RunFolder(run).mark_finished(30, reported=True)
         if requeue:
             cli.main(argv)
-            assert "preempted at checkpoint-3" in capsys.readouterr().out
+            assert "preempted at checkpoint-3" in capsys.readouterr().out or signalled
         else:
             with pytest.raises(SystemExit) as decided:
                 cli.main(argv)
@@ -103,7 +117,8 @@ FAKE_RECIPE = textwrap.dedent('''
     deadline = time.time() + 60
     while not got and time.time() < deadline:
         time.sleep(0.05)
-    json.dump({"step": 1, "signal": int(got[0]), "time": time.time(), "attempt": None}, open(out + "/preempted.json", "w"))
+    from posttrain_dist import safety
+    safety.write_mark(out + "/preempted.json", {"step": 1, "signal": int(got[0]), "time": time.time(), "attempt": None})
     sys.exit(75)
 ''')
 

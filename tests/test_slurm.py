@@ -179,7 +179,7 @@ def test_vllm_template_resolves_server_and_training_commands(cluster, tmp_path):
     assert "training on n1, vLLM on n2 (127.0.0.1)" in log
     server = next(line for line in log.splitlines() if line.startswith("trl vllm-serve"))
     assert server == ("trl vllm-serve --model Qwen/Qwen3-8B --tensor-parallel-size 1 --data-parallel-size 1 "
-                      "--port 8000 --host 0.0.0.0")
+                      "--port 8000 --host 127.0.0.1")  # the address the training nodes use, not every interface
     train = next(line for line in log.splitlines() if line.startswith("accelerate launch")).split()
     arg = lambda name: train[train.index(name) + 1]  # noqa: E731
     assert arg("--num_machines") == "1" and arg("--num_processes") == "1", "the server node is not a training node"

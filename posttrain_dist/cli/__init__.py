@@ -11,17 +11,24 @@
     posttrain-dist plan PRESET [--accelerate X] resolved config, data checks, batch and steps, launch command, memory
     posttrain-dist launch METHOD PRESET        start a recipe on this node (one machine, explicit ranks, or Slurm)
     posttrain-dist merge ADAPTER_DIR           merge a LoRA adapter into its base; check greedy answers match
+    posttrain-dist trust CHECKPOINT            sign a checkpoint someone else wrote, so that your runs resume from it
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from ..errors import report_user_errors
-from . import ask, curate, demo, launch, merge, models, plan, tasks
+from .. import signals
 
-SUBCOMMANDS = (demo, models, ask, curate, tasks, launch, plan, merge)
+if sys.argv[1:2] == ["launch"]:  # from the launcher's first moment a preemption signal is held for its recipes
+    signals.hold_for_launcher()
+
+import argparse  # noqa: E402
+
+from ..errors import report_user_errors  # noqa: E402
+from . import ask, curate, demo, launch, merge, models, plan, tasks, trust  # noqa: E402
+
+SUBCOMMANDS = (demo, models, ask, curate, tasks, launch, plan, merge, trust)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,5 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     recipe_args = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     args = build_parser().parse_args(argv)
+    if args.command != "launch" and sys.argv[1:2] == ["launch"]:  # (main called with other arguments)
+        signals.release_held()
     args.recipe_args = recipe_args
     args.func(args)

@@ -7,6 +7,7 @@ import shlex
 import signal
 import sys
 
+from .. import lock
 from ..run_folder import RunFolder
 
 
@@ -27,6 +28,8 @@ def add(sub) -> None:
     p = sub.add_parser("preempted", help="exit 0 when the run stopped for the time-limit signal in this Slurm attempt")
     p.add_argument("method", choices=["sft", "dpo", "grpo"])
     p.add_argument("preset", help="the recipe YAML")
+    p.add_argument("--signalled", action="store_true", help="the batch script itself got the time-limit signal: "
+                   "requeue unless the run finished, even if it could not write its mark")
     p.set_defaults(func=preempted)  # the recipe flags of the run follow `--`
 
     p = sub.add_parser("vllm-server", help="serve a GRPO preset's model with `trl vllm-serve` on this node")
@@ -43,13 +46,22 @@ def launch(args) -> None:
     from .. import checks, environment, launching, resources
 
     accelerate_config = resources.accelerate_config(args.accelerate)
-    recipe_args = ["--config", resources.preset(args.preset), *args.recipe_args]
+    # a token leaves the command line for the environment the recipe processes inherit (never printed, never in ps)
+    recipe_args, secrets = launching.without_secrets(["--config", resources.preset(args.preset), *args.recipe_args])
+    os.environ.update(secrets)
     cluster = launching.resolve_cluster(args.nodes, args.node_rank, args.processes_per_node, args.head, args.port,
                                         args.single_node)
     env = environment.from_accelerate_file(accelerate_config, cluster.nodes if cluster else 1,
                                            args.processes_per_node or (cluster.processes_per_node if cluster else None))
     # Refuse a bad config here, before any process starts or any GPU is held; batch arithmetic for env.world_size.
+    # A finished run ends here too (exit 0, nothing started).
     run = checks.parse(args.method, list(recipe_args), env)
+    folder = RunFolder(run)
+    # One run per output folder: node 0's launcher holds it; its recipe processes share the token, so the main one
+    # finds the lock its own (inside Slurm the token is the job id, the same on every node and every attempt).
+    os.environ.setdefault(lock.TOKEN_VARIABLE, lock.run_token())
+    if cluster is None or cluster.node_rank == 0:
+        lock.acquire(folder.path, os.environ[lock.TOKEN_VARIABLE])
     script = resources.recipe_script(args.method)
     cmd = launching.accelerate_command(cluster, accelerate_config, script, recipe_args, args.processes_per_node,
                                        env.kind == "deepspeed")
@@ -61,9 +73,18 @@ def launch(args) -> None:
         print(f"posttrain-dist launch on {where}: node {cluster.node_rank} of {cluster.nodes}, "
               f"{cluster.processes_per_node} process(es), rendezvous {cluster.head}:{cluster.port}", flush=True)
     # The launcher outlives a preemption signal and passes it on to the recipe processes, which checkpoint and stop.
-    folder = RunFolder(run)
+    # Where they could not (the signal killed them before their handler existed), node 0 marks the run preempted
+    # itself: it resumes from its last complete checkpoint.
+    main_node = cluster is None or cluster.node_rank == 0
+
+    def mark_for_them(signum) -> bool:
+        if not main_node or folder.finished() is not None:
+            return False
+        folder.mark_preempted(None, signum)
+        return True
+
     sys.exit(launching.supervise([sys.executable, "-m", "accelerate.commands.launch", *cmd[2:]], script,
-                                 lambda since: folder.preempted(since=since) is not None))
+                                 lambda since: folder.preempted(since=since) is not None, mark=mark_for_them))
 
 
 def preempted(args) -> None:
@@ -74,11 +95,19 @@ def preempted(args) -> None:
     env = environment.probe()
     run = parsing.parse(args.method, ["--config", resources.preset(args.preset), *args.recipe_args], env)
     checks.resolve_output_dir(run)
-    mark = RunFolder(run).preempted(attempt=env.attempt)
-    if mark is None or mark.get("signal") != signal.SIGUSR1:
+    folder = RunFolder(run)
+    if folder.finished() is not None:
+        print(f"finished: not requeued ({run.training.output_dir})", flush=True)
+        sys.exit(1)
+    mark = folder.preempted(attempt=env.attempt)
+    if (mark is None or mark.get("signal") != signal.SIGUSR1) and not args.signalled:
         print(f"not preempted by the time-limit signal in this attempt ({run.training.output_dir})", flush=True)
         sys.exit(1)
-    where = f"checkpoint-{mark['step']}" if mark.get("step") is not None else "before training"
+    if mark is None:
+        print(f"signalled for the time limit before the run could mark itself: requeued to resume from its last "
+              f"complete checkpoint ({run.training.output_dir})", flush=True)
+        return
+    where = f"checkpoint-{mark['step']}" if mark.get("step") is not None else "its last complete checkpoint"
     print(f"preempted at {where} in {run.training.output_dir}", flush=True)
 
 
@@ -89,11 +118,23 @@ def vllm_server(args) -> None:
     run = parsing.parse("grpo", ["--config", resources.preset(args.preset)], environment.Environment(for_gpus=True))
     gpus = max(1, launching.gpus_on_node(dict(os.environ)))
     cmd = ["trl", "vllm-serve", "--model", run.model.model_name_or_path, *launching.vllm_parallelism(gpus),
-           "--port", str(run.training.vllm_server_port), "--host", "0.0.0.0"]
+           "--port", str(run.training.vllm_server_port), "--host", server_host()]
     if args.print:
         print(" ".join(shlex.quote(c) for c in cmd), flush=True)
         return
     os.execvp(cmd[0], cmd)
+
+
+def server_host() -> str:
+    """Where the vLLM server listens: the address the job's training nodes reach it at (SERVER_ADDR from
+    `slurm-layout`, or this node's NodeAddr), never every interface: its weight-update endpoints take no key, so
+    on 0.0.0.0 anyone who reaches the node could replace the policy's weights."""
+    from .. import launching
+
+    if os.environ.get("SERVER_ADDR"):
+        return os.environ["SERVER_ADDR"]
+    node = os.environ.get("SLURMD_NODENAME")
+    return launching.node_address(node) if node else "127.0.0.1"
 
 
 def slurm_layout(args) -> None:
