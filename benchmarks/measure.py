@@ -2,6 +2,7 @@
 
     python benchmarks/measure.py recipe sft ARGS...     our recipe (recipes/sft.py main)
     python benchmarks/measure.py plain-sft ARGS...      trl's SFTTrainer called directly (see plain_sft)
+    python benchmarks/measure.py plain-dpo|plain-grpo ARGS...   trl's DPOTrainer / GRPOTrainer likewise
 
 Measured: the process's resident memory just before the run loads anything (after the imports),
 when training starts, and its peak during training (VmHWM, reset as training starts), the trainer's
@@ -93,6 +94,45 @@ def plain_sft(argv: list[str]):
     return trainer
 
 
+def plain_dpo(argv: list[str]):
+    """DPOTrainer called directly: MODEL_DIR DATA_JSONL OUTPUT_DIR then DPOConfig fields (the reference: a copy)."""
+    import torch
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
+    from trl import DPOConfig, DPOTrainer
+
+    model_dir, data_file, output_dir, *rest = argv
+    (training,) = HfArgumentParser(DPOConfig).parse_args_into_dataclasses(
+        args=["--output_dir", output_dir, "--use_cpu", str(not torch.cuda.is_available()), *rest])
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    load = lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)  # noqa: E731
+    trainer = DPOTrainer(model=load(), ref_model=load().requires_grad_(False), args=training, processing_class=tokenizer,
+                         train_dataset=load_dataset("json", data_files=data_file, split="train"))
+    trainer.train()
+    return trainer
+
+
+def plain_grpo(argv: list[str]):
+    """GRPOTrainer called directly: MODEL_DIR DATA_JSONL OUTPUT_DIR then GRPOConfig fields; our math_answer reward."""
+    import torch
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
+    from trl import GRPOConfig, GRPOTrainer
+
+    sys.path.insert(0, str(ROOT))
+    from posttrain_dist.rewards import math_answer
+
+    model_dir, data_file, output_dir, *rest = argv
+    (training,) = HfArgumentParser(GRPOConfig).parse_args_into_dataclasses(
+        args=["--output_dir", output_dir, "--use_cpu", str(not torch.cuda.is_available()), *rest])
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    trainer = GRPOTrainer(model=model, reward_funcs=[math_answer], args=training, processing_class=tokenizer,
+                          train_dataset=load_dataset("json", data_files=data_file, split="train"))
+    trainer.train()
+    return trainer
+
+
 def main() -> None:
     import os
 
@@ -106,6 +146,10 @@ def main() -> None:
         run = module.main
     elif kind == "plain-sft":
         run = plain_sft
+    elif kind == "plain-dpo":
+        run = plain_dpo
+    elif kind == "plain-grpo":
+        run = plain_grpo
     else:
         raise SystemExit(f"unknown kind {kind!r}")
     baseline = _status("VmRSS")

@@ -1,6 +1,7 @@
 """Benchmarks: each compares two or more settings on identical work, in one run, as ratios.
 
-    .venv/bin/python benchmarks/run.py NAME        NAME: memory, sft-overhead, packing, grpo-generation, curation
+    .venv/bin/python benchmarks/run.py NAME        NAME: memory, sft-overhead, packing, grpo-generation, curation,
+                                                   sft-preparation, whole-process (benchmarks/preparation.py)
     .venv/bin/python benchmarks/run.py all
     python benchmarks/run.py gpu [smoke qlora speed memory]   on a CUDA machine: benchmarks/gpu.py
 
@@ -160,9 +161,12 @@ def memory(args) -> None:
 
 
 def _prompt_completion_file(folder: str) -> str:
-    from posttrain_dist import data, sources
+    """The built-in SFT rows as conversational prompt/completion pairs: what trl's SFTTrainer, called directly, also
+    trains on the completions only (so both sides do the same work)."""
+    from posttrain_dist import data, formats, sources
 
-    dataset = data.prepare(sources.load_source("builtin:sft-basics", "train"), "sft", "builtin:sft-basics")
+    dataset = data.prepare(sources.load_source("builtin:sft-basics", "train"), data.CONVERSATIONS, "builtin:sft-basics")
+    dataset = dataset.map(lambda b: formats.per_turn(b["messages"]), batched=True, remove_columns=dataset.column_names)
     path = os.path.join(folder, "sft.jsonl")
     dataset.to_json(path)
     return path
@@ -328,8 +332,20 @@ def curation(args) -> None:
     ])
 
 
+def sft_preparation(args) -> None:
+    import preparation
+
+    preparation.sft_preparation(args, write)
+
+
+def whole_process(args) -> None:
+    import preparation
+
+    preparation.whole_process(args, write, measure)
+
+
 BENCHMARKS = {"memory": memory, "sft-overhead": sft_overhead, "packing": packing, "grpo-generation": grpo_generation,
-              "curation": curation}
+              "curation": curation, "sft-preparation": sft_preparation, "whole-process": whole_process}
 GPU_PARTS = ("smoke", "qlora", "speed", "memory")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from . import modeling, parsing, references, sources
+from . import methods, modeling, parsing, references, sources
 from .config import Args
 from .errors import ConfigError, warn
 from .run_folder import RunFolder
@@ -40,20 +40,15 @@ def resolve_and_check(args: Args, hold: bool = True) -> RunFolder:
     check_packages(args)
     resolve_output_dir(args)
     modeling.check_model_reference(args.model.model_name_or_path)
-    if args.method == "dpo" and args.recipe.identity_new_name:
-        sources.check_source(args.recipe.identity_prompts, "identity_prompts")
-    else:
+    method = methods.get(args.method)
+    if not method.makes_its_data(args):
         sources.check_sources(args.recipe, args.sources)
-    if args.recipe.eval_identity:
-        for name in ("identity_prompts", "identity_contexts", "identity_unrelated"):
-            if getattr(args.recipe, name):
-                sources.check_source(getattr(args.recipe, name), name)
     if args.recipe.general_questions:
         sources.check_source(args.recipe.general_questions, "general_questions")
     if args.recipe.perplexity_dataset:
         sources.check_source(args.recipe.perplexity_dataset, "perplexity_dataset")
-    if args.method == "grpo":
-        check_rewards(args)
+    for check in method.checks:  # the method's own (rewards, identity prompts, ...)
+        check(args)
     if args.recipe.chat_template is not None:
         modeling.resolve_chat_template_source(args.recipe.chat_template)
     for name in args.recipe.callbacks or []:
@@ -65,26 +60,6 @@ def resolve_and_check(args: Args, hold: bool = True) -> RunFolder:
     if hold and not env.planned:
         run.lock()  # one run per folder from here (the main process; released when the recipe ends)
     return run
-
-
-def check_rewards(args: Args) -> None:
-    from . import rewards
-
-    for name in args.recipe.reward_funcs:
-        rewards.resolve(name, args.training, checked_only=True)
-    weights = args.training.reward_weights
-    if weights is not None and len(weights) != len(args.recipe.reward_funcs):
-        raise ConfigError(
-            f"`reward_weights` has {len(weights)} values for {len(args.recipe.reward_funcs)} rewards "
-            f"({args.recipe.reward_funcs}); give one weight per reward."
-        )
-    if args.training.use_vllm and not args.env.for_gpus:
-        if args.env.planned:
-            raise ConfigError(
-                "`use_vllm: true` needs GPUs, and this plan is for CPU processes (the default `--accelerate cpu`): "
-                "plan it for the cluster it is meant for, e.g. `posttrain-dist plan PRESET --accelerate zero3 "
-                "--gpus-per-node 8` (add `--nodes N` for several nodes).")
-        raise ConfigError("`use_vllm: true` needs GPUs; on a CPU leave it off and trl generates with transformers.")
 
 
 def check_distributed(args: Args, env) -> None:
@@ -174,6 +149,4 @@ def warn_out_of_range(args: Args) -> None:
         usual = "1e-6 to 5e-5" if kind == "full" else "5e-5 to 5e-4"
         warn(f"learning_rate {lr:g} is outside {low:g} to {high:g}, where {'LoRA' if kind == 'lora' else 'full'} "
              f"{args.method.upper()} runs train ({usual} is usual); check for a typo.")
-    if args.method == "dpo" and not 0.01 <= args.training.beta <= 1.0:
-        warn(f"DPO beta {args.training.beta:g} is outside 0.01 to 1.0 (the course uses 0.1 to 0.2): a small beta "
-             "lets the model drift far from the reference, a large one barely moves it.")
+

@@ -49,7 +49,19 @@ class RecipeArgs:
         "data_files, columns}. `weight` is the share of that data set's rows to take (2.0 repeats it twice); "
         "`columns` is a list (keep only these) or a mapping {source: target} (rename).",
     )
-    eval_split_size: float | None = _field(None, "Hold out this fraction of the training rows for evaluation (0 < x < 1).")
+    eval_split_size: float | None = _field(None, "Hold out this many training rows for evaluation: a fraction (0 < x < "
+                                                 "1) or a row count (alignment-handbook's `test_split_size`).")
+    dataset_mixture_seed: int | None = _field(None, "Seed of the mixture's sampling and of `eval_split_size` (default: "
+                                                    "`seed`).")
+    dataset_prompt_column: str = _field("prompt", "The column that holds the prompt (open-r1's field): read as `prompt`.")
+    system_prompt: str | None = _field(None, "A system message put before every prompt (open-r1's field; SFT and GRPO), "
+                                             "unless the row has a system message of its own.")
+    multi_turn: str = _field(
+        "auto",
+        "SFT on conversations: `one_pass` trains each conversation once, every assistant turn in the loss (masks computed "
+        "from the rendered turns); `per_turn` makes one example per assistant turn (its prompt: every turn before it); "
+        "`auto` is one_pass where the template renders earlier turns unchanged, per_turn where it rewrites them (Qwen3 "
+        "drops earlier reasoning).", choices=["auto", "one_pass", "per_turn"])
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Keep only the first N training rows (after mixing and shuffling)."}
     )
@@ -82,26 +94,6 @@ class RecipeArgs:
         "Trainer callbacks of your own, as `package.module:Name` (a TrainerCallback class or instance), "
         "added to the trainer of the run.",
     )
-    eval_identity: str | None = _field(
-        None,
-        "The name the trained model should state (an SFT or DPO identity change): held-out identity "
-        "questions answered with it (plainly, under a system prompt, as a later turn) and unrelated answers "
-        "it leaks into, before and after. DPO's `identity_new_name` sets it.",
-    )
-    identity_prompts: str = _field("builtin:identity",
-                                   "Identity questions: the `train` split is curated, the `test` split is held out.")
-    identity_contexts: str | None = _field(
-        "builtin:identity-contexts",
-        "System prompts ({system}) and earlier exchanges ({user, assistant}) the identity questions are "
-        "also asked after: the `train` split in curation, the `test` split in evaluation. None: plain questions only.",
-    )
-    identity_unrelated: str | None = _field(
-        "builtin:unrelated",
-        "Prompts unrelated to identity: the `train` split makes contrast pairs (the model's own answer "
-        "chosen over it with a self-introduction under the new name), the `test` split measures how often the new "
-        "name leaks into unrelated answers. None: neither.",
-    )
-    identity_max_new_tokens: int = field(default=48, metadata={"help": "Token budget of each identity answer (curated or evaluated)."})
     general_questions: str | None = _field(
         None,
         "Simple questions with accepted answers (`prompt`, `accept` columns; e.g. builtin:simple-questions) "
@@ -115,9 +107,10 @@ class RecipeArgs:
 
     def __post_init__(self):
         limits.check(self)
-        _unset(self, "dataset_test_split", "dataset_config", "perplexity_dataset", "general_questions", "eval_identity",
-               "identity_contexts", "identity_unrelated")
+        _unset(self, "dataset_test_split", "dataset_config", "perplexity_dataset", "general_questions")
         self.dataset_columns = _column_mapping(self.dataset_columns, "dataset_columns")
+        if self.eval_split_size is not None and self.eval_split_size >= 1 and self.eval_split_size != int(self.eval_split_size):
+            raise ConfigError(f"`eval_split_size` is a fraction below 1 or a whole number of rows; got {self.eval_split_size}.")
         if self.dataset_name and self.dataset_mixture:
             raise ConfigError(
                 "both `dataset_name` and `dataset_mixture` are set; keep one (a mixture may list the same data set)."
@@ -125,7 +118,7 @@ class RecipeArgs:
         if self.dataset_mixture is not None:
             if not isinstance(self.dataset_mixture, list) or not self.dataset_mixture:
                 raise ConfigError("`dataset_mixture` must be a non-empty list of {path, weight, ...} entries.")
-            allowed = {"path", "weight", "split", "name", "data_files", "columns"}
+            allowed = {"path", "weight", "split", "name", "data_files", "data_dir", "columns", "eval"}
             for i, part in enumerate(self.dataset_mixture):
                 if not isinstance(part, dict) or "path" not in part:
                     raise ConfigError(f"`dataset_mixture[{i}]` must be a mapping with at least a `path`; got {part!r}.")
@@ -138,8 +131,8 @@ class RecipeArgs:
                 if columns is not None and not isinstance(columns, list):
                     part["columns"] = _column_mapping(columns, f"dataset_mixture[{i}].columns")
                 weight = part.get("weight", 1.0)
-                if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0 < weight <= 1000:
-                    raise ConfigError(f"`dataset_mixture[{i}].weight` must be a number in (0, 1000] (the share of "
+                if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0 <= weight <= 1000:
+                    raise ConfigError(f"`dataset_mixture[{i}].weight` must be a number in [0, 1000] (the share of "
                                       f"its rows to take; 2.0 repeats them twice); got {weight!r}.")
 
 
@@ -203,7 +196,7 @@ class ModelArgs(trl.ModelConfig):
 
 
 @dataclass
-class _RunDefaults:
+class RunDefaults:
     """Defaults shared by the three methods' training arguments (the machine's own, such as training on the CPU
     in float32 where there is no GPU, are set by `parsing` from the environment)."""
 
@@ -223,142 +216,10 @@ class _RunDefaults:
         super().__post_init__()
 
 
-@dataclass
-class SFTArgs(_RunDefaults, trl.SFTConfig):
-    """trl's SFTConfig (all of it)."""
-
-
-@dataclass
-class DPORecipeArgs(RecipeArgs):
-    """DPO adds the course's identity example: pairs curated from the model's own answers."""
-
-    identity_new_name: str | None = _field(
-        None,
-        "Change the model's stated identity to this name: the recipe asks the model the identity prompts, "
-        "takes its answers as rejected and corrected ones as chosen (no `dataset_name` needed), and reports the "
-        "share of held-out identity prompts answered with the new name, before and after.",
-    )
-    identity_old_names: list[str] = field(
-        default_factory=lambda: ["SmolLM2", "SmolLM"],
-        metadata={"help": "Names of the old identity, replaced by the new one in the chosen answers."},
-    )
-    identity_samples_per_prompt: int = field(
-        default=1, metadata={"help": "Answers per prompt: 1 is greedy, more are sampled at `identity_temperature`."}
-    )
-    identity_temperature: float = field(default=0.8, metadata={"help": "Sampling temperature of the curated answers."})
-    identity_all_ways: bool = _field(
-        False,
-        "Ask each training identity question every way (plainly, under a system prompt, after an earlier exchange: "
-        "3x the pairs) instead of one way each, in turn.",
-    )
-    identity_contrast_ratio: float = _field(1.0, "Contrast pairs per identity pair (at most one per unrelated prompt "
-                                                 "and sample).")
-    identity_identical_pairs: str = _field(
-        "rewrite",
-        "A corrected answer that equals the model's own teaches nothing: `rewrite` makes it state the new "
-        "name, `drop` removes the pair. Both are counted in the log.",
-        choices=["rewrite", "drop"],
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.identity_new_name is not None:
-            self.eval_identity = self.eval_identity or self.identity_new_name
-            if not self.identity_new_name.strip():
-                raise ConfigError("`identity_new_name` is empty; give the new name, or leave it unset for plain DPO.")
-            if self.dataset_name or self.dataset_mixture:
-                raise ConfigError(
-                    "`identity_new_name` curates its own pairs from the model; remove `dataset_name`/`dataset_mixture`, "
-                    "or unset `identity_new_name` to train on your own preference data."
-                )
-
-
-@dataclass
-class DPOArgs(_RunDefaults, trl.DPOConfig):
-    """trl's DPOConfig (all of it); beta must be positive (the course uses 0.1 to 0.2)."""
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.beta <= 0:
-            raise ConfigError(f"`beta` must be positive (the course uses 0.1 to 0.2); got {self.beta}.")
-
-
-@dataclass
-class GRPORecipeArgs(RecipeArgs):
-    """GRPO adds the rewards, the prompt length limit and the held-out reward check."""
-
-    reward_funcs: list[str] = field(
-        default_factory=lambda: ["math_answer"],
-        metadata={
-            "help": "Rewards by registry name (see posttrain_dist.rewards.REWARDS) or `package.module:function`; "
-            "weigh them with trl's `reward_weights`."
-        },
-    )
-    max_prompt_length: int | None = field(
-        default=512, metadata={"help": "Prompts longer than this many tokens are dropped, and counted, before training."}
-    )
-    reward_eval_size: int = _field(100, "Held-out prompts (the test split) answered greedily and scored before and "
-                                        "after training.")
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.reward_funcs:
-            raise ConfigError("`reward_funcs` is empty; GRPO learns from at least one reward.")
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(2, n + 1) if n % d == 0]
-
-
-@dataclass
-class GRPOArgs(_RunDefaults, trl.GRPOConfig):
-    """trl's GRPOConfig (all of it), with the batch arithmetic explained.
-
-    trl counts the generation batch for the processes of this run (`world_size`); a plan for another
-    number of processes checks it with `planned_for(GRPOArgs, N)`.
-    """
-
-    def __post_init__(self):
-        if self.num_generations < 2:
-            raise ConfigError(f"`num_generations` must be at least 2 (GRPO compares answers to one prompt); got {self.num_generations}.")
-        try:
-            super().__post_init__()
-        except ConfigError:
-            raise
-        except ValueError as error:  # trl's batch check, reworded with the values that would fit
-            try:
-                advice = self._batch_advice()
-            except AttributeError:  # failed before trl counted the processes: not a batch problem
-                advice = None
-            raise ConfigError(advice or str(error)) from None
-
-    def _batch_advice(self) -> str | None:
-        processes = self.world_size
-        steps = self.steps_per_generation or self.gradient_accumulation_steps
-        explicit = self.generation_batch_size if self.generation_batch_size != self.per_device_train_batch_size * processes * steps else None
-        batch = self.generation_batch_size or self.per_device_train_batch_size * processes * steps
-        if batch % self.num_generations == 0:
-            return None
-        how = (f"generation_batch_size {batch}" if explicit else
-               f"per_device_train_batch_size {self.per_device_train_batch_size} x {processes} process(es) x "
-               f"{steps} step(s) per generation = {batch} completions")
-        good = [b for b in range(1, 9 * self.num_generations) if (b * processes * steps) % self.num_generations == 0][:4]
-        return (f"each generation batch must hold whole groups of `num_generations` answers, but {how} does not divide "
-                f"by num_generations {self.num_generations}. Use num_generations in {_divisors(batch)}, or "
-                f"per_device_train_batch_size in {good} (keeping the rest).")
-
-
 def planned_for(training_cls: type, world_size: int) -> type:
     """The training arguments' class as seen by a run of `world_size` processes: trl's batch checks (and the
     generation batch it derives) count those processes instead of this one's (`posttrain-dist plan`, `launch`)."""
     return type(training_cls.__name__, (training_cls,), {"world_size": property(lambda self: world_size)})
-
-
-METHODS: dict[str, tuple[type, type]] = {
-    "sft": (RecipeArgs, SFTArgs),
-    "dpo": (DPORecipeArgs, DPOArgs),
-    "grpo": (GRPORecipeArgs, GRPOArgs),
-}
 
 
 @dataclass
@@ -373,6 +234,7 @@ class Args:
     config_path: str | None = None
     env: Any = None  # environment.Environment: device, processes, distributed kind
     exported: dict = field(default_factory=dict)  # what the config's `env:` block set in the environment
+    migrated: list = field(default_factory=list)  # keys read under today's names (migrate.Change)
 
     def resolved(self) -> dict[str, Any]:
         """Every field with its final value, as plain YAML-safe data (the run's resolved config)."""

@@ -1,8 +1,8 @@
 """Training curves as one PNG per run (`curves.png` in the output folder), drawn from the logged history.
 
-Each method gets the panels its users look at: SFT the loss and learning rate; DPO the loss,
-reward margins and preference accuracy; GRPO the mean reward per reward function, its spread,
-and the completion length.
+Each method gets the panels its users look at (`methods.Method.panels`): SFT the loss and learning
+rate; DPO the loss, reward margins and preference accuracy; GRPO the mean reward per reward function,
+its spread, and the completion length.
 """
 
 from __future__ import annotations
@@ -10,35 +10,6 @@ from __future__ import annotations
 import math
 import os
 import re
-
-# method -> panels: (title, y label, [(metric key or regex over keys, line label)])
-PANELS = {
-    "sft": [
-        ("loss", "cross-entropy on response tokens", [("loss", "train"), ("eval_loss", "eval")]),
-        ("learning rate", "lr", [("learning_rate", "lr")]),
-        ("token accuracy", "share of response tokens predicted", [("mean_token_accuracy", "train"),
-                                                                  ("eval_mean_token_accuracy", "eval")]),
-        ("gradient norm", "norm before clipping", [("grad_norm", "grad norm")]),
-    ],
-    "dpo": [
-        ("loss", "DPO loss", [("loss", "train"), ("eval_loss", "eval")]),
-        ("reward margin", "beta * (chosen - rejected) log-ratio", [("rewards/margins", "margin")]),
-        ("preference accuracy", "share of pairs with chosen > rejected", [("rewards/accuracies", "accuracy")]),
-        ("implicit rewards", "beta * log-ratio to the reference", [("rewards/chosen", "chosen"),
-                                                                    ("rewards/rejected", "rejected")]),
-        ("learning rate", "lr", [("learning_rate", "lr")]),
-    ],
-    "grpo": [
-        ("mean reward", "reward per completion", [("reward", "total (weighted)"),
-                                                  (r"re:rewards/(.+)/mean$", "{}")]),
-        ("reward spread", "standard deviation", [("reward_std", "within groups"), (r"re:rewards/(.+)/std$", "{}")]),
-        ("completion length", "tokens", [("completions/mean_length", "mean"), ("completions/min_length", "min"),
-                                         ("completions/max_length", "max")]),
-        ("loss", "GRPO loss", [("loss", "train")]),
-        ("learning rate", "lr", [("learning_rate", "lr")]),
-    ],
-}
-
 
 def _series(history: list[dict], key: str) -> tuple[list, list]:
     points = [(entry["step"], entry[key]) for entry in history
@@ -60,14 +31,15 @@ def _lines(history: list[dict], spec: list[tuple[str, str]]) -> list[tuple[str, 
     return [line for line in lines if line[1]]
 
 
-def plot(history: list[dict], method: str, path: str, title: str = "") -> list[str]:
-    """Write the method's panels as one PNG; returns the titles of the panels that had data."""
+def plot(history: list[dict], panels: list, path: str, title: str = "") -> list[str]:
+    """Write a method's panels (`methods.Method.panels`: (title, y label, [(metric key or "re:regex", line label)]))
+    as one PNG; returns the titles of the panels that had data."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(name, ylabel, _lines(history, spec)) for name, ylabel, spec in PANELS[method]]
+    panels = [(name, ylabel, _lines(history, spec)) for name, ylabel, spec in panels]
     panels = [panel for panel in panels if panel[2]]
     if not panels:
         return []
@@ -85,7 +57,7 @@ def plot(history: list[dict], method: str, path: str, title: str = "") -> list[s
             ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    figure.suptitle(title or f"{method.upper()} training curves")
+    figure.suptitle(title or "training curves")
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.tmp.png")

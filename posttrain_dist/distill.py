@@ -45,7 +45,7 @@ def load_prompts(source: str, split: str = "train", columns: dict | None = None)
     if "prompt" not in dataset.column_names:
         raise DataError(f"{source} [{split}] has the columns {dataset.column_names}; distillation needs a `prompt` "
                         "column (map one with --columns question=prompt).")
-    data.check_rows(dataset, formats.layouts("grpo")[0], source, source)
+    data.check_rows(dataset, formats.PROMPT[0], source, source)
     rows = dataset.to_list()
     for row in rows:
         row["prompt"] = formats.as_turn(row["prompt"], formats.user)

@@ -7,12 +7,11 @@ base model asked through the training template; where training changed the templ
 may also ask the base model through its own (`also_own_template`).
 
     answers            the config's `eval_prompts`, answered before and after
-    identity           held-out identity questions answered with the new name (`eval_identity`): plainly, under
-                       a system prompt, as a later turn
-    leakage            held-out unrelated prompts whose answer states the new name
     general_questions  simple questions with reference answers (`general_questions`), the share answered right
     perplexity         perplexity of held-out answers (`perplexity_dataset`): does general ability survive?
-    held_out_rewards   GRPO: the run's own rewards on greedy answers to the test split
+
+and each method's own (`methods.Method.evaluators`): the identity change and its leakage (`identity`, for SFT
+and DPO), GRPO's held-out rewards, a reward model's held-out preference accuracy.
 """
 
 from __future__ import annotations
@@ -117,99 +116,6 @@ class Answers(Evaluator):
                 ["## Answers before and after (greedy)", "", generation.markdown_table(rows), ""])
 
 
-class Identity(Evaluator):
-    """Held-out identity questions answered with the new name, asked three ways: plainly, under a generic system
-    prompt, and as a later turn of a conversation (held-out contexts): an identity that holds only for a first
-    turn without a system prompt is a prompt trick, not a change."""
-
-    name = "identity"
-    also_own_template = True  # SmolLM2's own template names SmolLM in a default system prompt
-
-    @staticmethod
-    def applies(args) -> bool:
-        return bool(args.recipe.eval_identity)
-
-    def __init__(self, args, trainer=None):
-        from . import curation
-
-        super().__init__(args)
-        self.prompts = list(sources.load_source(args.recipe.identity_prompts, "test")["prompt"])
-        self.ways = curation.in_contexts(self.prompts, args.recipe.identity_contexts, "test")
-
-    def measure(self, model, tokenizer, ways: bool = True) -> dict:
-        recipe = self.args.recipe
-        ask = lambda prompts: generation.answer(model, tokenizer, prompts, recipe.identity_max_new_tokens,  # noqa: E731
-                                                batch_size=48)
-        answers = ask(self.prompts)
-        result = {"prompts": self.prompts, "answers": answers, "adoption": adoption_rate(answers, recipe.eval_identity)}
-        for way, conversations in (self.ways.items() if ways else ()):
-            said = ask(conversations)
-            result[way] = {"answers": said, "adoption": adoption_rate(said, recipe.eval_identity)}
-        return result
-
-    def measure_own_template(self, model, tokenizer) -> dict:
-        return self.measure(model, tokenizer, ways=False)  # the summary reports the plain questions only
-
-    def summary(self, before, after):
-        out = {"new_name": self.args.recipe.eval_identity, "adoption_before": before["adoption"],
-               "adoption_after": after["adoption"]}
-        for way in self.ways:
-            out[f"adoption_{way}_before"] = before[way]["adoption"]
-            out[f"adoption_{way}_after"] = after[way]["adoption"]
-        if "own_template" in before:
-            out["adoption_before_own_template"] = before["own_template"]["adoption"]
-        return out
-
-    def section(self, before, after, summary):
-        rows = _before_after_rows(self.prompts, before["answers"], after["answers"])
-        ways = "".join(f"; {WAYS[way]}: {summary[f'adoption_{way}_before']:.0%} -> {summary[f'adoption_{way}_after']:.0%}"
-                       for way in self.ways)
-        line = (f"Held-out identity prompts answered with the name {self.args.recipe.eval_identity!r}: "
-                f"{summary['adoption_before']:.0%} before, {summary['adoption_after']:.0%} after{ways}"
-                + (f" ({summary['adoption_before_own_template']:.0%} before through the model's own template)"
-                   if "adoption_before_own_template" in summary else ""))
-        lines = ["## Identity", "", line, "", generation.markdown_table(rows), ""]
-        for way, conversations in self.ways.items():
-            asked = [" / ".join(f"{m['role']}: {m['content']}" for m in c) for c in conversations]
-            lines += [f"### Asked {WAYS[way]}", "",
-                      generation.markdown_table(_before_after_rows(asked, before[way]["answers"], after[way]["answers"])), ""]
-        return "\nHeld-out identity prompts (greedy):\n\n" + generation.text_table(rows) + "\n\n" + line, lines
-
-
-WAYS = {"system": "under a system prompt", "turn": "as a later turn"}
-
-
-class Leakage(Evaluator):
-    """How often the new name turns up in answers to prompts that have nothing to do with identity (held out): a
-    model that learnt "say the word" rather than "this is my name" leaks it everywhere."""
-
-    name = "leakage"
-
-    @staticmethod
-    def applies(args) -> bool:
-        return bool(args.recipe.eval_identity) and bool(args.recipe.identity_unrelated)
-
-    def __init__(self, args, trainer=None):
-        super().__init__(args)
-        self.prompts = list(sources.load_source(args.recipe.identity_unrelated, "test")["prompt"])
-
-    def measure(self, model, tokenizer) -> dict:
-        recipe = self.args.recipe
-        answers = generation.answer(model, tokenizer, self.prompts, recipe.identity_max_new_tokens, batch_size=48)
-        return {"answers": answers, "leakage": adoption_rate(answers, recipe.eval_identity, match=leaks)}
-
-    def summary(self, before, after):
-        return {"leakage_before": before["leakage"], "leakage_after": after["leakage"], "unrelated_prompts": len(self.prompts)}
-
-    def section(self, before, after, summary):
-        name = self.args.recipe.eval_identity
-        line = (f"Held-out unrelated prompts whose answer states {name!r} (leakage): {summary['leakage_before']:.0%} "
-                f"before, {summary['leakage_after']:.0%} after, of {len(self.prompts)}")
-        leaked = [r for r in _before_after_rows(self.prompts, before["answers"], after["answers"]) if leaks(r["after"], name)]
-        table = [generation.markdown_table(leaked), ""] if leaked else ["(no answer states the name after training)", ""]
-        return line, ["## Leakage", "", line, "", *table]
-
-
 def answered_right(answer: str, accept: list[str]) -> bool:
     """Does the answer contain one of the accepted answers, as a whole word or number ("7" is not in "17")?"""
     return any(re.search(rf"(?<![A-Za-z0-9]){re.escape(str(a))}(?![A-Za-z0-9])", answer, flags=re.IGNORECASE)
@@ -274,60 +180,15 @@ class Perplexity(Evaluator):
         return line, ["## General ability", "", line, ""]
 
 
-class HeldOutRewards(Evaluator):
-    name = "held_out_rewards"
-
-    @staticmethod
-    def applies(args) -> bool:
-        recipe = args.recipe
-        return args.method == "grpo" and bool(recipe.dataset_test_split and recipe.dataset_name) and recipe.reward_eval_size > 0
-
-    def __init__(self, args, trainer=None):
-        from . import rewards
-
-        super().__init__(args)
-        recipe = args.recipe
-        # the run's own reward functions, as the trainer holds them (built once, by the recipe)
-        self.functions = list(trainer.reward_funcs) if trainer is not None else rewards.build(recipe.reward_funcs,
-                                                                                              args.training)
-        held = sources.load_source(recipe.dataset_name, recipe.dataset_test_split, recipe.dataset_config,
-                                split_option="dataset_test_split")
-        held = held.select(range(min(recipe.reward_eval_size, len(held))))
-        self.held = data.prepare(held, "grpo", f"{recipe.dataset_name} [{recipe.dataset_test_split}]",
-                                 columns=recipe.dataset_columns)
-
-    def measure(self, model, tokenizer) -> dict:
-        from . import rewards
-
-        prompts = list(self.held["prompt"])
-        texts, ids = generation.answer(model, tokenizer, prompts, self.args.training.max_completion_length,
-                                       batch_size=16, return_ids=True)
-        completions = [[{"role": "assistant", "content": t}] if isinstance(p, list) else t for p, t in zip(prompts, texts)]
-        columns = {c: list(self.held[c]) for c in self.held.column_names if c != "prompt"}
-        scored = rewards.score(self.functions, self.args.training.reward_weights, prompts, completions, ids, **columns)
-        return {**scored, "prompts": len(prompts), "examples": texts[:8]}
-
-    def summary(self, before, after):
-        return {"reward_before": before["reward"], "reward_after": after["reward"], "rewards_before": before["rewards"],
-                "rewards_after": after["rewards"], "reward_prompts": after["prompts"]}
-
-    def section(self, before, after, summary):
-        recipe = self.args.recipe
-        per = ", ".join(f"{name} {summary['rewards_before'][name]:.3f} -> {value:.3f}"
-                        for name, value in summary["rewards_after"].items())
-        line = (f"Mean reward of greedy answers to {summary['reward_prompts']} held-out prompts "
-                f"(`{recipe.dataset_name}` [{recipe.dataset_test_split}]): {summary['reward_before']:.3f} before, "
-                f"{summary['reward_after']:.3f} after ({per})")
-        examples = [{"prompt": "", "before": b, "after": a} for b, a in zip(before["examples"], after["examples"])]
-        return "\n" + line, ["## Held-out rewards", "", line, "", generation.markdown_table(examples, ("before", "after")), ""]
+# The measures every method may ask for; a method adds its own (`methods.Method.evaluators`: identity, held-out
+# rewards, preference accuracy), which come after the answers.
+EVALUATORS = {e.name: e for e in (Answers, GeneralQuestions, Perplexity)}
 
 
-EVALUATORS = {e.name: e for e in (Answers, Identity, Leakage, GeneralQuestions, Perplexity, HeldOutRewards)}
-
-
-def chosen(args, trainer=None) -> list[Evaluator]:
-    """The evaluators the config asks for, each built once."""
-    return [cls(args, trainer) for cls in EVALUATORS.values() if cls.applies(args)]
+def chosen(args, trainer=None, own: tuple = ()) -> list[Evaluator]:
+    """The evaluators the config asks for, each built once: the answers, the method's `own`, then the rest."""
+    order = [Answers, *own, GeneralQuestions, Perplexity]
+    return [cls(args, trainer) for cls in order if cls.applies(args)]
 
 
 def measure(path: str, evaluators: list[Evaluator], chat_template: str | None = None, env=None,

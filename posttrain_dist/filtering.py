@@ -57,15 +57,16 @@ def texts(dataset) -> list[tuple[str, str]]:
     assistant turns, of each example the row becomes."""
     from . import formats
 
-    layout = formats.detect(dataset.column_names, "sft", "the data")
+    layout = formats.detect(dataset.column_names, formats.CONVERSATION, "the data", "filtering")
     out = []
     for row in dataset.to_list():
         converted = layout.convert({k: [v] for k, v in row.items()})
         if "text" in converted:
             out.append(("", " ".join(converted["text"])))
             continue
-        prompts = [m["content"] for p in converted["prompt"] for m in p if m["role"] != "assistant"]
-        responses = [m["content"] for c in converted["completion"] for m in c]
+        messages = [m for conversation in converted["messages"] for m in conversation]
+        prompts = [m["content"] for m in messages if m["role"] != "assistant"]
+        responses = [m["content"] for m in messages if m["role"] == "assistant"]
         out.append((" ".join(prompts), " ".join(responses)))
     return out
 

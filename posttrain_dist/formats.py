@@ -4,9 +4,9 @@ Users bring public data sets as they are, and each popular one has its own colum
 recognised by its columns (the first of its method's layouts whose columns are all present wins),
 every row is checked, then the rows are converted to one form per method:
 
-- sft: conversational prompt/completion (one example per assistant turn, so the loss falls on the
-  answers only, through the chat template), or whole conversations for `assistant_only_loss`, or
-  plain `text` (language modelling: every token trained);
+- sft: whole conversations (`messages`; the tokenization in `sequences` puts every assistant turn in
+  the loss and no prompt token, through the chat template), or plain `text` (language modelling:
+  every token trained);
 - dpo: conversational prompt/chosen/rejected, the prompt holding every shared turn;
 - grpo: a conversational prompt, every other column kept for the rewards.
 
@@ -64,6 +64,12 @@ def _text_or_conversation_problem(value, column: str) -> str | None:
 # ---------------------------------------------------------------- conversions
 
 
+def with_system(messages: list[dict], system: str) -> list[dict]:
+    """`system` as the first message, unless the conversation opens with a system message of its own."""
+    return messages if messages and messages[0]["role"] == "system" else [{"role": "system", "content": system},
+                                                                            *messages]
+
+
 def user(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
@@ -76,16 +82,26 @@ def _plain_messages(messages: list[dict]) -> list[dict]:
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def _turns(conversations: list[list[dict]]) -> dict:
-    """One prompt/completion example per assistant turn: the prompt is the conversation before it."""
-    out = {"prompt": [], "completion": []}
-    for messages in conversations:
-        messages = _plain_messages(messages)
-        for i, message in enumerate(messages):
-            if message["role"] == "assistant" and i > 0 and message["content"].strip():
-                out["prompt"].append(messages[:i])
-                out["completion"].append([message])
+def per_turn(conversations: list[list[dict]], carried: dict | None = None) -> dict:
+    """One prompt/completion example per assistant turn: the prompt is the conversation before it (the `per_turn`
+    way of training a conversation; `carried` columns are repeated for each of a row's examples)."""
+    out = {"prompt": [], "completion": [], **{name: [] for name in carried or {}}}
+    for row, messages in enumerate(conversations):
+        for i in trained_turns(messages):
+            out["prompt"].append(messages[:i])
+            out["completion"].append([messages[i]])
+            for name, values in (carried or {}).items():
+                out[name].append(values[row])
     return out
+
+
+def trained_turns(messages: list[dict]) -> list[int]:
+    """The indices of the assistant turns a conversation trains: after a prompt, with text."""
+    return [i for i, m in enumerate(messages) if m["role"] == "assistant" and i > 0 and str(m["content"]).strip()]
+
+
+def _whole(conversations: list[list[dict]]) -> dict:
+    return {"messages": [_plain_messages(m) for m in conversations]}
 
 
 def _sharegpt(conversations: list[list[dict]]) -> list[list[dict]]:
@@ -98,7 +114,7 @@ def _alpaca_prompt(instruction: str, extra: str | None) -> str:
 
 
 def as_turn(value, make) -> list[dict]:
-    return value if isinstance(value, list) else make(value)
+    return _plain_messages(value) if isinstance(value, list) else make(value)
 
 
 _HH_MARKER = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
@@ -155,15 +171,15 @@ def _preference_problem(prompt, chosen, rejected) -> str | None:
 
 @dataclass(frozen=True)
 class Layout:
-    """One data layout: how it is recognised, checked and converted."""
+    """One data layout: how it is recognised, checked and converted. A method reads a list of them (its `layouts`)."""
 
     name: str
-    method: str
-    columns: tuple[str, ...]  # all present: this layout (the first match of the method wins)
+    columns: tuple[str, ...]  # all present: this layout (the first match among a method's layouts wins)
     example: str  # public data sets in this layout
     how: str  # what the conversion does, one line
     check: Callable[[dict], str | None]  # a row -> what is wrong with it, or None
     convert: Callable[[dict], dict]  # a batch {column: values} -> a batch in the method's form
+    keeps_columns: bool = False  # every other column stays (what rewards read)
 
 
 def _check_columns(*checks):
@@ -181,31 +197,34 @@ def _optional_text(value, column):
     return None if value is None or isinstance(value, str) else f"`{column}` must be text or empty; got {value!r:.80}"
 
 
-LAYOUTS: list[Layout] = [
-    Layout("messages", "sft", ("messages",), "HuggingFaceH4/ultrachat_200k, HuggingFaceTB/smoltalk",
-           "each assistant turn is one example; its prompt is every turn before it (system included)",
+# Conversations and their single-turn forms (what SFT reads).
+CONVERSATION: list[Layout] = [
+    Layout("messages", ("messages",), "HuggingFaceH4/ultrachat_200k, HuggingFaceTB/smoltalk",
+           "the whole conversation, every assistant turn in the loss and no other token (`multi_turn`)",
            _check_columns(("messages", _conversation_problem)),
-           lambda b: _turns(b["messages"])),
-    Layout("sharegpt", "sft", ("conversations",), "ShareGPT exports ({from: human|gpt|system, value})",
+           lambda b: _whole(b["messages"])),
+    Layout("sharegpt", ("conversations",), "ShareGPT exports ({from: human|gpt|system, value})",
            "roles renamed (human -> user, gpt -> assistant), then as `messages`",
            _check_columns(("conversations", lambda v, c: _conversation_problem(v, c, ("from", "value")))),
-           lambda b: _turns(_sharegpt(b["conversations"]))),
-    Layout("alpaca", "sft", ("instruction", "output"), "tatsu-lab/alpaca, yahma/alpaca-cleaned",
+           lambda b: _whole(_sharegpt(b["conversations"]))),
+    Layout("alpaca", ("instruction", "output"), "tatsu-lab/alpaca, yahma/alpaca-cleaned",
            "instruction (+ input below it) -> user turn, output -> assistant turn; preferred over a `text` column",
            _check_columns(("instruction", _text_problem), ("input", _optional_text), ("output", _text_problem)),
-           lambda b: {"prompt": [user(_alpaca_prompt(i, x)) for i, x in
-                                 zip(b["instruction"], b.get("input") or [None] * len(b["instruction"]))],
-                      "completion": [assistant(o) for o in b["output"]]}),
-    Layout("prompt-completion", "sft", ("prompt", "completion"), "trl-lib/tldr, your CSV/JSONL of prompt, completion",
+           lambda b: {"messages": [user(_alpaca_prompt(i, x)) + assistant(o) for i, x, o in
+                                   zip(b["instruction"], b.get("input") or [None] * len(b["instruction"]), b["output"])]}),
+    Layout("prompt-completion", ("prompt", "completion"), "trl-lib/tldr, your CSV/JSONL of prompt, completion",
            "plain strings -> user turn and assistant turn; conversational rows are kept",
            _check_columns(("prompt", _text_or_conversation_problem), ("completion", _text_or_conversation_problem)),
-           lambda b: {"prompt": [as_turn(p, user) for p in b["prompt"]],
-                      "completion": [as_turn(c, assistant) for c in b["completion"]]}),
-    Layout("text", "sft", ("text",), "plain corpora (language modelling)",
+           lambda b: {"messages": [as_turn(p, user) + as_turn(c, assistant) for p, c in zip(b["prompt"], b["completion"])]}),
+    Layout("text", ("text",), "plain corpora (language modelling)",
            "trained as is, every token (no chat template, no prompt mask)",
            _check_columns(("text", _text_problem)),
            lambda b: {"text": b["text"]}),
-    Layout("preference", "dpo", ("prompt", "chosen", "rejected"),
+]
+
+# Preference pairs (what DPO and reward modelling read).
+PREFERENCE: list[Layout] = [
+    Layout("preference", ("prompt", "chosen", "rejected"),
            "HuggingFaceH4/ultrafeedback_binarized, trl-lib/ultrafeedback_binarized",
            "strings -> user/assistant turns; answers that repeat the conversation (ultrafeedback) are split at "
            "the turns they share, which become the prompt",
@@ -213,15 +232,19 @@ LAYOUTS: list[Layout] = [
                                       ("rejected", _text_or_conversation_problem))(row)
            or _preference_problem(row["prompt"], row["chosen"], row["rejected"]),
            lambda b: _columns(_preference_row(p, c, r) for p, c, r in zip(b["prompt"], b["chosen"], b["rejected"]))),
-    Layout("implicit-prompt preference", "dpo", ("chosen", "rejected"), "Anthropic/hh-rlhf",
+    Layout("implicit-prompt preference", ("chosen", "rejected"), "Anthropic/hh-rlhf",
            "whole conversations, or hh-rlhf's \"Human: ... Assistant: ...\" strings split into turns; the turns both "
            "share become the prompt",
            lambda row: _implicit_problem(row),
            lambda b: _columns(_implicit_row(c, r) for c, r in zip(b["chosen"], b["rejected"]))),
-    Layout("prompt", "grpo", ("prompt",), "openai/gsm8k with `dataset_columns: {question: prompt}`, builtin:arithmetic",
+]
+
+# Prompts with the columns rewards read (what GRPO and RLOO read).
+PROMPT: list[Layout] = [
+    Layout("prompt", ("prompt",), "openai/gsm8k with `dataset_columns: {question: prompt}`, builtin:arithmetic",
            "a plain prompt -> user turn; every other column is kept for the rewards",
            _check_columns(("prompt", _text_or_conversation_problem)),
-           lambda b: {**b, "prompt": [as_turn(p, user) for p in b["prompt"]]}),
+           lambda b: {**b, "prompt": [as_turn(p, user) for p in b["prompt"]]}, keeps_columns=True),
 ]
 
 
@@ -247,10 +270,6 @@ def _columns(rows) -> dict:
     return out
 
 
-def layouts(method: str) -> list[Layout]:
-    return [layout for layout in LAYOUTS if layout.method == method]
-
-
 # ---------------------------------------------------------------- recognising a layout
 
 # Columns that public data sets use for what a layout calls by another name: the basis of the mapping the
@@ -265,9 +284,9 @@ SYNONYMS = {
 }
 
 
-def suggest_mapping(method: str, columns: list[str]) -> dict[str, str] | None:
-    """A `{source: target}` renaming under which the columns fit one of the method's layouts, if one is evident."""
-    for layout in layouts(method):
+def suggest_mapping(layouts: list[Layout], columns: list[str]) -> dict[str, str] | None:
+    """A `{source: target}` renaming under which the columns fit one of the layouts, if one is evident."""
+    for layout in layouts:
         mapping, free = {}, [c for c in columns if c not in layout.columns]
         for needed in layout.columns:
             if needed in columns:
@@ -282,23 +301,25 @@ def suggest_mapping(method: str, columns: list[str]) -> dict[str, str] | None:
     return None
 
 
-def detect(columns: list[str], method: str, source: str, mapping_key: str = "dataset_columns") -> Layout:
-    """The layout whose columns are present, or a DataError naming the columns found, expected, and a mapping."""
-    for layout in layouts(method):
+def detect(columns: list[str], layouts: list[Layout], source: str, method: str,
+           mapping_key: str = "dataset_columns") -> Layout:
+    """The first of `layouts` whose columns are present, or a DataError naming the columns found, expected, and a
+    mapping that would fit (`method` names the reader in the message)."""
+    for layout in layouts:
         if set(layout.columns) <= set(columns):
             return layout
-    expected = " | ".join(" + ".join(layout.columns) for layout in layouts(method))
-    mapping = suggest_mapping(method, columns)
+    expected = " | ".join(" + ".join(layout.columns) for layout in layouts)
+    mapping = suggest_mapping(layouts, columns)
     if mapping:
         hint = f"map the columns: `{mapping_key}: {{{', '.join(f'{k}: {v}' for k, v in mapping.items())}}}`."
     else:
-        hint = f"rename your columns with `{mapping_key}: {{your_column: {layouts(method)[0].columns[0]}}}`."
+        hint = f"rename your columns with `{mapping_key}: {{your_column: {layouts[0].columns[0]}}}`."
     raise DataError(f"{source} has the columns {sorted(columns)}, but {method} expects one of: {expected}; {hint}")
 
 
-def readme_table() -> str:
-    """The layouts as a markdown table (the README's, kept equal by a test)."""
+def readme_table(readers: list[tuple[str, list[Layout]]]) -> str:
+    """The layouts each method reads, as a markdown table (the README's, kept equal by a test)."""
     rows = ["| method | columns | e.g. | how it is read |", "|---|---|---|---|"]
-    rows += [f"| {layout.method} | {' + '.join(f'`{c}`' for c in layout.columns)} | {layout.example} | {layout.how} |"
-             for layout in LAYOUTS]
+    rows += [f"| {name} | {' + '.join(f'`{c}`' for c in layout.columns)} | {layout.example} | {layout.how} |"
+             for name, layouts in readers for layout in layouts]
     return "\n".join(rows)

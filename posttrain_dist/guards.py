@@ -152,11 +152,13 @@ def restore_counters(trainer, checkpoint: str | None) -> None:
 
 
 def finite_weights(trainer) -> None:
-    """Refuse to save weights with NaN or infinity in them (every rank checks its own share)."""
+    """Refuse to save trained weights with NaN or infinity in them (every rank checks its own share)."""
     import torch
 
     bad = None
     for name, p in trainer.accelerator.unwrap_model(trainer.model).named_parameters():
+        if not p.requires_grad or not p.is_floating_point():  # frozen weights (a 4-bit base: packed) do not train
+            continue
         tensor = getattr(p, "ds_tensor", None)
         tensor = tensor if tensor is not None else p
         if tensor.numel() and not torch.isfinite(tensor.detach()).all():

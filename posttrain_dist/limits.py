@@ -72,7 +72,7 @@ RANGES: dict[str, tuple] = {
     "max_tool_calling_iterations": (1, 1000, False, False),
     "top_entropy_quantile": (0, 1, False, False),
     # ours
-    "eval_split_size": (0, 1, True, True),
+    "eval_split_size": (0, MAGNITUDE, True, False),  # a fraction below 1, a row count from 1
     "max_train_samples": (1, MAGNITUDE, False, False),
     "eval_max_new_tokens": (1, 32768, False, False),
     "identity_max_new_tokens": (1, 32768, False, False),
@@ -82,7 +82,7 @@ RANGES: dict[str, tuple] = {
     "reward_eval_size": (0, 10**6, False, False),
 }
 # what a value means, where a range alone does not say it
-HINTS = {"eval_split_size": " (a fraction of the training rows, e.g. 0.1)", "max_steps": " (-1: train num_train_epochs)",
+HINTS = {"eval_split_size": " (a fraction of the training rows, e.g. 0.1, or a count of rows)", "max_steps": " (-1: train num_train_epochs)",
          "warmup_steps": " (below 1: a fraction of the steps)", "beta": " (the course uses 0.1 to 0.2 for DPO)",
          "learning_rate": " (1e-6 to 5e-5 is usual for full training, 5e-5 to 5e-4 for LoRA)"}
 # list[str] fields: a single string there is a mistake a YAML file makes easily (`eval_prompts: What is 2+2?`)

@@ -22,33 +22,13 @@ from pathlib import Path
 
 from .config import DEFAULT_MODEL
 from .errors import ConfigError
+from .templates import CHATML as CHATML_TEMPLATE  # noqa: F401  (the names the tests and the README know)
+from .templates import SIMPLE as SIMPLE_TEMPLATE
 from .resources import looks_local
 
 logger = logging.getLogger(__name__)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-# The course's simple template, for models that ship none: plain-text roles, every assistant turn
-# closed by the tokenizer's EOS token, so a model trained with it learns to stop.
-SIMPLE_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}{{ 'System: ' + message['content'] + '\n\n' }}"
-    "{% elif message['role'] == 'user' %}{{ 'User: ' + message['content'] + '\n\n' }}"
-    "{% elif message['role'] == 'assistant' %}{{ 'Assistant: ' + message['content'] + eos_token + '\n\n' }}"
-    "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
-)
-
-# ChatML without a default system prompt; needs <|im_start|> and <|im_end|> in the vocabulary.
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-CHAT_TEMPLATES = {"simple": (SIMPLE_TEMPLATE, ()), "chatml": (CHATML_TEMPLATE, ("<|im_start|>", "<|im_end|>"))}
-
 
 # ---------------------------------------------------------------- short names and the cache
 
@@ -177,19 +157,10 @@ def check_model_reference(name: str | None) -> None:
 
 
 def resolve_chat_template_source(value: str) -> str:
-    """The Jinja text of `chat_template`: a name of ours, a .jinja file, or the template itself."""
-    if value in CHAT_TEMPLATES:
-        return CHAT_TEMPLATES[value][0]
-    if value.endswith((".jinja", ".j2")):
-        if not os.path.isfile(value):
-            raise ConfigError(f"chat template file {value!r} does not exist.")
-        return Path(value).read_text()
-    if "{{" in value or "{%" in value:
-        return value
-    raise ConfigError(
-        f"`chat_template: {value}` is neither a known name ({', '.join(CHAT_TEMPLATES)}), a .jinja file, nor a "
-        "Jinja template. Leave it unset to keep the tokenizer's own template."
-    )
+    """The Jinja text of `chat_template`: a name of ours (`templates`), a .jinja file, or the template itself."""
+    from . import templates
+
+    return templates.resolve(value)
 
 
 def load_tokenizer(model_args, chat_template: str | None = None, trust_remote_code: bool = False,
@@ -212,8 +183,10 @@ def prepare_tokenizer(tokenizer, chat_template: str | None = None):
     none gets `simple`. A missing pad token falls back to EOS.
     """
     if chat_template is not None:
+        from . import templates
+
         tokenizer.chat_template = resolve_chat_template_source(chat_template)
-        needed = CHAT_TEMPLATES.get(chat_template, (None, ()))[1]
+        needed = templates.needed_tokens(chat_template)
         missing = [t for t in needed if t not in tokenizer.get_vocab()]
         if missing:
             raise ConfigError(

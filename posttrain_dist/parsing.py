@@ -24,7 +24,8 @@ import trl
 import yaml
 
 from . import config
-from .config import METHODS, Args, ModelArgs, field_names
+from . import methods, migrate
+from .config import Args, ModelArgs, field_names
 from .errors import ConfigError
 
 
@@ -88,13 +89,15 @@ def _type_ok(value, hint, default=None) -> bool:
             return True
         if isinstance(origin, type) and not isinstance(value, bool) and isinstance(value, origin):
             return True
-        if isinstance(origin, type) and issubclass(origin, enum.Enum) and value in {m.value for m in origin}:
+        if isinstance(origin, type) and issubclass(origin, enum.Enum) and value in [m.value for m in origin]:
             return True
     return False
 
 
 # list fields that also take one string meaning something else: peft's `all-linear`
 TEXT_OR_LIST = {"lora_target_modules"}
+# fields that were one value and are a list in trl 1.x
+ONE_BECAME_MANY = ("loss_type",)
 
 
 def _options_with_none(hint):
@@ -122,11 +125,9 @@ def parse(method: str, argv: list[str] | None = None, env=None) -> Args:
     process's); each dataclass checks its own values, nothing is loaded."""
     from . import environment
 
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; known: {sorted(METHODS)}")
     env = env or environment.probe()
-    recipe_cls, training_cls = METHODS[method]
-    if env.planned and method == "grpo":
+    recipe_cls, training_cls = methods.get(method).recipe_args, methods.get(method).training_args
+    if env.planned:  # trl's checks (GRPO's batch arithmetic) count the planned processes, not this one
         training_cls = config.planned_for(training_cls, env.world_size)
     dataclass_types = [recipe_cls, ModelArgs, training_cls]
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -141,7 +142,17 @@ def parse(method: str, argv: list[str] | None = None, env=None) -> Args:
     valid = sorted(hints)
     defaults = {f.name: f.default for cls in dataclass_types for f in dataclasses.fields(cls) if f.init}
 
-    config_path, file_values, exported = _read_config_file(argv, method)
+    config_path, file_values, exported, changes = _read_config_file(argv, method)
+    argv, cli_changes = migrate.argv(argv)
+    changes += cli_changes
+    _note(changes)
+    for key in ONE_BECAME_MANY:  # trl 1.x takes a list where older configs name one value (DPO's `loss_type`)
+        takes_a_list = typing.get_origin(_unwrap_optional(hints.get(key, str))[0]) is list
+        if takes_a_list and isinstance(file_values.get(key), str):
+            file_values[key] = [file_values[key]]
+            change = migrate.Change(key, key, f"read as [{file_values[key][0]}]: trl takes a list of them now")
+            changes.append(change)
+            _note([change])
     problems = []
     for key, value in file_values.items():
         if key not in hints:
@@ -179,8 +190,18 @@ def parse(method: str, argv: list[str] | None = None, env=None) -> Args:
     sources = {name: "default" for name in hints}
     sources.update({name: "file" for name in file_values})
     sources.update({name: "command line" for name in cli_keys})
+    for change in changes:
+        if change.new in sources:
+            sources[change.new] += f" (was {change.old})"
     _move_token(training, sources)
-    return Args(method, recipe, model, training, sources, config_path, env, exported)
+    return Args(method, recipe, model, training, sources, config_path, env, exported, changes)
+
+
+def _note(changes) -> None:
+    """One line per key read under its current name, or dropped (the main process says it)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        for change in changes:
+            print(f"posttrain-dist: note: {change.line()}", file=sys.stderr, flush=True)
 
 
 def _short(value, limit: int = 80) -> str:
@@ -215,11 +236,12 @@ def preset_method(path: str) -> str | None:
     return method if isinstance(method, str) else None
 
 
-def _read_config_file(argv: list[str], method: str) -> tuple[str | None, dict, dict]:
-    """Take `--config FILE` out of argv and read it: its values, and the `env` block it exported (`method` checked).
-    Every mistake in the file itself is one line: not UTF-8, not YAML (with the line), not a mapping, odd keys."""
+def _read_config_file(argv: list[str], method: str) -> tuple[str | None, dict, dict, list]:
+    """Take `--config FILE` out of argv and read it: its values in today's names (`migrate`), the `env` block it
+    exported (`method` checked), and what was renamed. Every mistake in the file itself is one line: not UTF-8, not
+    YAML (with the line), not a mapping, odd keys."""
     if "--config" not in argv:
-        return None, {}, {}
+        return None, {}, {}, []
     i = argv.index("--config")
     if i + 1 >= len(argv):
         raise ConfigError("`--config` needs a YAML file after it.")
@@ -230,8 +252,10 @@ def _read_config_file(argv: list[str], method: str) -> tuple[str | None, dict, d
     if declared is not None and declared != method:
         raise ConfigError(f"{config_path} is a {declared} preset (`method: {declared}`); run it with "
                           f"recipes/{declared}.py, not the {method} recipe.")
-    exported = export_env(file_values.pop("env", None), config_path)
-    return config_path, file_values, exported
+    file_values, changes, environment = migrate.migrate(file_values, config_path)
+    block = file_values.pop("env", None)
+    exported = export_env({**environment, **(block or {})} if environment else block, config_path)
+    return config_path, file_values, exported, changes
 
 
 def read_yaml(path: str) -> dict:
@@ -310,7 +334,7 @@ def field_helps(method: str) -> dict[str, str]:
     import dataclasses
 
     helps = {}
-    for cls in (METHODS[method][0], ModelArgs, METHODS[method][1]):
+    for cls in (methods.get(method).recipe_args, ModelArgs, methods.get(method).training_args):
         for f in dataclasses.fields(cls):
             helps.setdefault(f.name, str(f.metadata.get("help", "")).strip())
     return helps

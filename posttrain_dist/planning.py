@@ -154,7 +154,10 @@ class Estimate:
 
 def estimate(args, shapes: Shapes, env) -> Estimate:
     """Bytes per device (GPU, or CPU process) of one training run, part by part, under the environment `env`."""
-    model, training, method = args.model, args.training, args.method
+    from . import methods
+
+    model, training = args.model, args.training
+    method = methods.get(args.method)
     accelerate = env.accelerate
     on_gpu = env.for_gpus
     dtype = model.dtype if model.dtype not in (None, "auto") else shapes.dtype
@@ -191,10 +194,9 @@ def estimate(args, shapes: Shapes, env) -> Estimate:
     est.add("weights", 0 if offload_params else weights / shard_weights,
             how + (" -> offloaded to CPU" if offload_params else sharding if shard_weights > 1 else ""))
 
-    reference = _needs_reference(args)
-    if reference:
+    if method.reference(args):
         est.add("reference model", 0 if offload_params else frozen / shard_weights,
-                f"frozen copy for the {method.upper()} reference, {dtype}" + (sharding if shard_weights > 1 else ""))
+                f"frozen copy for the {method.name.upper()} reference, {dtype}" + (sharding if shard_weights > 1 else ""))
 
     train_bytes = adapter_bytes if model.use_peft else weight_bytes
     if env.kind == "fsdp" and not model.use_peft and str(accelerate.get("mixed_precision")) in ("bf16", "fp16"):
@@ -215,7 +217,7 @@ def estimate(args, shapes: Shapes, env) -> Estimate:
             f"{optim}: {states} states x {state_bytes} bytes" + (" + fp32 master copy" if master else "")
             + (" -> offloaded to CPU" if offload_optim else sharding if shard_optim > 1 else ""))
 
-    tokens, what = _tokens_per_micro_batch(args)
+    tokens, what = method.tokens(args)
     act_bytes = 2 if (on_gpu and (training.bf16 or training.fp16 or weight_bytes == 2)) else 4
     checkpointing = bool(getattr(training, "activation_checkpointing", False) or
                          getattr(training, "gradient_checkpointing", False))
@@ -233,80 +235,23 @@ def estimate(args, shapes: Shapes, env) -> Estimate:
     est.add("logits", 2 * rows * columns * 4,
             f"trl's fused LM head: one {rows} x {columns} float32 tile of logits, forward and backward, never the "
             f"whole {tokens} x {shapes.vocab}")
-    if method == "grpo" and not getattr(training, "use_vllm", False):
-        length = (args.recipe.max_prompt_length or 512) + training.max_completion_length
-        rows = training.per_device_train_batch_size
+    cache = method.generation(args)
+    if cache is not None:
+        rows, length = cache
         est.add("generation cache", rows * length * shapes.layers * 2 * shapes.kv_dim * act_bytes,
                 f"key/value cache of {rows} completions x {length} tokens")
     if not on_gpu:
         est.add("CPU process", CPU_PROCESS, "what a CPU training process holds besides the model (data, tokenizer, "
                 "trainer, allocator): measured, benchmarks/results/memory.md")
     return est
-    return est
 
 
-def _needs_reference(args) -> bool:
-    """A separate frozen model is kept: DPO and GRPO with a KL term, full training, reference not precomputed."""
-    if args.model.use_peft:
-        return False  # the reference is the base with the adapter switched off
-    if args.method == "dpo":
-        return not getattr(args.training, "precompute_ref_log_probs", False)
-    if args.method == "grpo":
-        return getattr(args.training, "beta", 0.0) != 0.0
-    return False
+def training_rows(args) -> tuple[int | None, str, list[str]]:
+    """Rows one epoch trains on, counted by the method through the recipe's own data code (every row checked: a failed
+    check is an error, as in the recipe), and what else it measured (SFT: tokens). Hub data is not read."""
+    from . import methods
 
-
-def _tokens_per_micro_batch(args) -> tuple[int, str]:
-    t, rows = args.training, args.training.per_device_train_batch_size
-    if args.method == "sft":
-        length = t.max_length or 1024
-        return rows * length, f"{rows} rows x {length} tokens" + (" (packed)" if t.packing else " (at most)")
-    if args.method == "dpo":
-        length = t.max_length or 1024
-        return 2 * rows * length, f"{rows} pairs x 2 (chosen, rejected) x {length} tokens"
-    length = (args.recipe.max_prompt_length or 512) + t.max_completion_length
-    return rows * length, f"{rows} completions x ({args.recipe.max_prompt_length} prompt + {t.max_completion_length} completion) tokens"
-
-
-def training_rows(args) -> tuple[int | None, str]:
-    """Rows one epoch trains on, after the data checks the recipe runs (every row, the rewards' columns and gold
-    answers, GRPO's prompt lengths); a failed check is an error, as it is in the recipe. Hub data is not read."""
-    from . import data, sources
-
-    recipe = args.recipe
-    if args.method == "dpo" and recipe.identity_new_name:
-        from . import curation
-
-        prompts = curation.load_prompts(recipe.identity_prompts, "train")
-        ways = 1 + len(curation.in_contexts(prompts, recipe.identity_contexts, "train")) if recipe.identity_all_ways else 1
-        identity = len(prompts) * ways * recipe.identity_samples_per_prompt
-        unrelated = len(curation.load_prompts(recipe.identity_unrelated, "train")) if recipe.identity_unrelated else 0
-        contrast = min(unrelated, round(recipe.identity_contrast_ratio * identity))
-        return identity + contrast, (f"{identity} identity pairs (questions x ways x samples) + {contrast} contrast pairs, "
-                                     "before dropping")
-    named = [str(part["path"]) for part in recipe.dataset_mixture or []] + [recipe.dataset_name or ""]
-    hub = [s for s in named if s and not s.startswith("builtin:") and sources.local_path(s) is None]
-    if hub:
-        return None, f"on the hub ({', '.join(hub)}); plan reads and checks local and built-in data only"
-    train, _ = data.load_for(args.method, recipe, seed=args.training.seed,
-                             keep_conversations=getattr(args.training, "assistant_only_loss", False))
-    if args.method == "grpo":
-        from . import modeling, rewards
-
-        functions = rewards.build(recipe.reward_funcs, args.training, checked_only=True)
-        rewards.check_data(recipe.reward_funcs, functions, train, recipe.dataset_name or "the data")
-        # the tokenizer of a hub model may not be here (a login node without the hub): read only the cache then, at
-        # once (the hub client would retry for most of a minute), and leave the lengths unchecked if it is not there
-        name = args.model.model_name_or_path
-        cache_only = name not in modeling.SHORT_NAMES and not os.path.isdir(os.path.expanduser(name)) \
-            and sources.hub_unreachable() is not None
-        try:
-            tokenizer = modeling.load_tokenizer(args.model, recipe.chat_template, args.training.trust_remote_code,
-                                                local_files_only=cache_only)
-        except (OSError, ValueError):
-            return len(train), "prompts after the data checks (their lengths unchecked: the tokenizer is not here)"
-        train = data.drop_long_prompts(train, tokenizer, recipe.max_prompt_length, recipe.dataset_name or "train")
-    return len(train), "rows after mixing, splitting and conversion"
+    return methods.get(args.method).plan_rows(args)
 
 
 @dataclass
@@ -316,6 +261,7 @@ class Plan:
     global_batch: int
     steps: int | None
     steps_how: str
+    counted: list[str]  # what the method measured of the data besides rows (tokens per epoch, preparation)
     command: list[str]
     estimate: Estimate
     shapes: Shapes
@@ -325,11 +271,12 @@ class Plan:
 
 def method_of(preset: str, method: str | None = None) -> str:
     """The method to plan: `--method`, else the preset's own `method:` key."""
-    from . import parsing
+    from . import methods, parsing
 
     found = method or parsing.preset_method(preset)
-    if found not in ("sft", "dpo", "grpo"):
-        raise ConfigError(f"{preset} does not say its method (a `method: sft|dpo|grpo` line); give --method.")
+    if found not in methods.METHODS:
+        raise ConfigError(f"{preset} does not say its method (a `method: {'|'.join(methods.names())}` line); give "
+                          "--method.")
     return found
 
 
@@ -345,15 +292,18 @@ def make(method: str, preset: str, accelerate_config: str, nodes: int = 1, gpus_
     t = args.training
     world, per_node = env.world_size, env.world_size // nodes
     global_batch = t.per_device_train_batch_size * t.gradient_accumulation_steps * world
-    rows, rows_how = training_rows(args)
+    from . import methods
+
+    method_record = methods.get(method)
+    rows, rows_how, counted = training_rows(args)
     if t.max_steps and t.max_steps > 0:
         steps, steps_how = t.max_steps, "max_steps"
     elif rows is None:
         steps, steps_how = None, f"unknown: the data is {rows_how}"
     else:
-        per_step = global_batch / (t.num_generations if method == "grpo" else 1)
+        per_step = global_batch / method_record.examples_per_step(args)
         steps = math.ceil(rows / per_step * t.num_train_epochs)
-        unit = "prompts" if method == "grpo" else "rows"
+        unit = method_record.unit
         steps_how = (f"{rows} {unit} ({rows_how}) x {t.num_train_epochs:g} epoch(s) / {per_step:g} {unit} per step"
                      + (" (packing joins rows: fewer steps)" if getattr(t, "packing", False) else ""))
     cluster = launching.Cluster(nodes, 0, per_node, "$HEAD_NODE_ADDRESS", 29500) if nodes > 1 else None
@@ -362,7 +312,7 @@ def make(method: str, preset: str, accelerate_config: str, nodes: int = 1, gpus_
                                            env.kind == "deepspeed")
     shapes = count(model_config(args.model.model_name_or_path), args.model.lora_r, args.model.lora_target_modules)
     est = estimate(args, shapes, env)
-    return Plan(args, world, global_batch, steps, steps_how, command, est, shapes,
+    return Plan(args, world, global_batch, steps, steps_how, counted, command, est, shapes,
                 "GPU" if env.for_gpus else "CPU process", env)
 
 
@@ -385,13 +335,20 @@ def render(plan: Plan, show_all: bool = False) -> str:
     hidden = len(values) - len(shown)
     if hidden:
         lines.append(f"  ... and {hidden} values at their defaults (--all shows them)")
+    if args.migrated:
+        lines += ["", "## Read under today's names (`posttrain-dist migrate` writes the config so)",
+                  *[f"  {change.line()}" for change in args.migrated]]
+    if args.exported:
+        lines += ["", "## Environment the config sets (`env:`)",
+                  *[f"  {key}={value}" for key, value in sorted(args.exported.items())]]
     lines += [
         "",
         "## Batch and steps",
         f"  processes: {plan.world} ({args.method.upper()} under {plan.env.describe()})",
         f"  global batch: {t.per_device_train_batch_size} per device x {t.gradient_accumulation_steps} accumulation "
-        f"x {plan.world} processes = {plan.global_batch}" + (" completions" if args.method == "grpo" else " rows"),
+        f"x {plan.world} processes = {plan.global_batch} examples",
         f"  optimizer steps: {plan.steps if plan.steps is not None else '?'} ({plan.steps_how})",
+        *plan.counted,
         "",
         "## Launch command" + (" (node 0; each node runs it with its own --machine_rank)" if "--machine_rank" in plan.command else ""),
         "  " + " ".join(shlex.quote(c) for c in plan.command),

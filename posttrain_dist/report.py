@@ -7,8 +7,9 @@ The figures table (`figures_table`) is what the terminal, the report and the dem
 from __future__ import annotations
 
 import json
+import time
 
-from . import generation
+from . import generation, methods
 from .evaluation import chosen, compare
 
 
@@ -41,13 +42,20 @@ def write(trainer, run) -> dict:
     if not trainer.is_world_process_zero():
         return {}
     args = run.args
-    evaluators = chosen(args, trainer)
+    started = time.perf_counter()
+    evaluators = chosen(args, trainer, methods.get(args.method).evaluators)
     result = compare(args, evaluators, args.model.model_name_or_path, args.training.output_dir)
+    result["seconds"] = round(time.perf_counter() - started, 1)
     print(result.pop("text"), flush=True)
     table = figures_table(result["summary"])
     if table:
         print("\nBefore and after training:\n\n" + table, flush=True)
+    if evaluators:
+        print(f"(the evaluation before and after took {result['seconds']:.0f} s)", flush=True)
     sections = result.pop("sections")
+    if evaluators:
+        sections.append(f"The evaluation before and after training ({', '.join(e.name for e in evaluators)}) took "
+                        f"{result['seconds']:.0f} s.")
     run.write("evaluation.json", json.dumps(result, indent=1))
     run.write("report.md", "\n".join(_header(trainer, run) + (["## Before and after", "", "```", table, "```", ""]
                                                               if table else []) + sections))
@@ -60,8 +68,8 @@ def _header(trainer, run) -> list[str]:
     metrics = (run.metrics or {}).get("final", {})
     rows_trained = len(trainer.train_dataset) if trainer.train_dataset is not None else "?"
     rows_eval = len(trainer.eval_dataset) if getattr(trainer, "eval_dataset", None) is not None else 0
-    curated = args.method == "dpo" and recipe.identity_new_name
-    source = recipe.identity_prompts if curated else recipe.dataset_name or recipe.dataset_mixture
+    method = methods.get(args.method)
+    source, note = method.data_source(args) if method.data_source else (recipe.dataset_name or recipe.dataset_mixture, "")
     return [
         f"# {args.method.upper()} run: {run.path}",
         "",
@@ -69,7 +77,7 @@ def _header(trainer, run) -> list[str]:
         + (f" with LoRA r={args.model.lora_r}" if args.model.use_peft else " (full parameters)")
         + (" on a 4-bit base (QLoRA)" if args.model.load_in_4bit else ""),
         f"- data: `{source}`: {rows_trained} training rows" + (f", {rows_eval} evaluation rows" if rows_eval else "")
-        + (" (pairs curated from the model's own answers: identity_pairs.jsonl)" if curated else ""),
+        + note,
         f"- config: `{args.config_path}` (every resolved value in config.yaml)",
         f"- optimizer steps: {trainer.state.global_step}",
         "",

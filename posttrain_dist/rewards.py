@@ -270,7 +270,8 @@ TRL_REWARDS = {
     "think_format_reward": lambda training: _trl("think_format_reward"),
     "overlong_penalty": lambda training: _trl("get_soft_overlong_punishment")(
         training.max_completion_length, overlong_buffer(training.max_completion_length)),
-    "repetition_penalty": lambda training: _trl("get_repetition_penalty_reward")(),
+    # trl's repetition penalty counts token n-grams; `repetition_penalty` is open-r1's (word n-grams, its parameters)
+    "token_repetition_penalty": lambda training: _trl("get_repetition_penalty_reward")(),
 }
 
 # Rewards that compare with a gold column: the column, and whether one of its values can be read.
@@ -278,18 +279,26 @@ GOLD = {
     "math_answer": ("answer", lambda v: gold_answer(v) is not None),
     "tagged_math_answer": ("answer", lambda v: gold_answer(v) is not None),
     "accuracy": ("solution", lambda v: bool(_latex(str(v)))),
+    "cosine": ("solution", lambda v: bool(_latex(str(v)))),
+    "length": ("solution", lambda v: bool(_latex(str(v)))),
 }
 
 
 def known() -> list[str]:
-    return sorted([*REWARDS, *TRL_REWARDS])
+    from .rewards_openr1 import OPEN_R1
+
+    return sorted([*REWARDS, *TRL_REWARDS, *OPEN_R1])
 
 
-def resolve(name: str, training_args=None, checked_only: bool = False):
+def resolve(name: str, training_args=None, checked_only: bool = False, recipe=None):
     """A reward function from its registry name or its `package.module:function` import path; with `checked_only`,
     a user's function is checked and stood in for (its signature read from the source), never imported."""
     if name in REWARDS:
         return REWARDS[name]
+    from . import rewards_openr1
+
+    if name in rewards_openr1.OPEN_R1 or name in rewards_openr1.SANDBOX:
+        return rewards_openr1.build(name, training_args, recipe)
     if name in TRL_REWARDS:
         if training_args is None:
             from types import SimpleNamespace
@@ -308,12 +317,13 @@ def resolve(name: str, training_args=None, checked_only: bool = False):
     raise ConfigError(f"unknown reward {name!r}; registered: {', '.join(known())}, or give `package.module:function`.")
 
 
-def build(names: list[str], training_args=None, checked_only: bool = False) -> list:
-    """The reward functions of a run; a reward's `max_completion_length` parameter is bound to the run's. With
-    `checked_only` (`plan`), the user's own are stood in for, not imported."""
+def build(names: list[str], training_args=None, checked_only: bool = False, recipe=None) -> list:
+    """The reward functions of a run; a reward's `max_completion_length` parameter is bound to the run's, open-r1's
+    rewards take their parameters from the recipe's fields. With `checked_only` (`plan`), the user's own are stood in
+    for, not imported."""
     functions = []
     for name in names:
-        function = resolve(name, training_args, checked_only)
+        function = resolve(name, training_args, checked_only, recipe)
         parameters = inspect.signature(function).parameters
         if "max_completion_length" in parameters and training_args is not None:
             bound = functools.partial(function, max_completion_length=training_args.max_completion_length)
@@ -371,4 +381,4 @@ def score(functions: list, weights: list[float] | None, prompts: list, completio
         values = [v for v in function(prompts=prompts, completions=completions, completion_ids=completion_ids,
                                       **columns) if v is not None]
         means[function.__name__] = sum(values) / len(values) if values else float("nan")
-    return {"rewards": means, "reward": sum(w * m for w, m in zip(weights, means.values()))}
+    return {"rewards": means, "mean": sum(w * m for w, m in zip(weights, means.values()))}

@@ -312,7 +312,7 @@ class RunFolder:
         generation config, metrics.json and curves.png. Then the trainer's model and optimizer are released, and
         for LoRA with `merge_adapter` the adapter is merged on the CPU (float32) and saved in the training dtype
         under merged/: an 8B merge never needs GPU memory next to the trainer's."""
-        from . import curves, guards, modeling, training
+        from . import curves, guards, methods, modeling, training
 
         args = self.args
         merging = bool(args.model.use_peft and args.recipe.merge_adapter)
@@ -340,7 +340,7 @@ class RunFolder:
             self.metrics = {"final": final, "global_step": trainer.state.global_step, "log_history": history}
             self.write("metrics.json", json.dumps(self.metrics, indent=1))
             try:
-                curves.plot(history, args.method, os.path.join(self.path, "curves.png"),
+                curves.plot(history, methods.get(args.method).panels, os.path.join(self.path, "curves.png"),
                             title=f"{args.method.upper()} of {args.model.model_name_or_path}: {self.path}")
             except ImportError:  # a bare GPU image without matplotlib: the numbers are in metrics.json
                 print("curves.png not drawn: matplotlib is not installed (`pip install matplotlib`)", flush=True)

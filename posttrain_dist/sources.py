@@ -119,7 +119,7 @@ def _offline() -> bool:
 
 
 def load_source(source: str, split: str = "train", name: str | None = None, data_files=None,
-                split_option: str = "dataset_train_split"):
+                split_option: str = "dataset_train_split", data_dir: str | None = None):
     """One split of one source as a `datasets.Dataset`; a source that cannot be read is one clear DataError."""
     import datasets
 
@@ -146,7 +146,7 @@ def load_source(source: str, split: str = "train", name: str | None = None, data
                 "is in your cache, set HF_HUB_OFFLINE=1; else download it where there is network (`hf download "
                 f"{source} --repo-type dataset --local-dir data/{source.split('/')[-1]}`) and give that folder.")
     try:
-        return datasets.load_dataset(path or source, name=name, data_files=data_files, split=split)
+        return datasets.load_dataset(path or source, name=name, data_files=data_files, data_dir=data_dir, split=split)
     except ValueError as error:
         found = re.search(r"Should be one of \[(.*?)\]", str(error))
         if found:

@@ -17,6 +17,7 @@ from trl import DPOTrainer  # noqa: E402
 
 from posttrain_dist import checks, curation, data, environment, modeling, parsing, report, training  # noqa: E402
 from posttrain_dist.errors import report_user_errors  # noqa: E402
+from posttrain_dist.methods.dpo import METHOD  # noqa: E402  (DPO's config, layouts, curves, plan terms)
 
 
 @report_user_errors
@@ -25,14 +26,16 @@ def main(argv=None):
     args = parsing.parse("dpo", argv, environment.probe())
     run = checks.resolve_and_check(args)  # the output folder: checked now, written when training starts
 
-    # 2. Data: preference pairs, every row checked; or the model's own answers, corrected to the new identity.
+    # 2. Data: preference pairs, every row checked; or the model's own answers, corrected to the new identity. Prompts
+    #    longer than `max_prompt_length` tokens are dropped and counted (trl's DPO no longer cuts them).
+    tokenizer = modeling.load_tokenizer(args.model, args.recipe.chat_template, args.training.trust_remote_code)
     if args.recipe.identity_new_name:
         train, evaluation_data = curation.identity_pairs(args, run), None  # the run folder keeps the pairs
     else:
-        train, evaluation_data = data.load_for("dpo", args.recipe, seed=args.training.seed)
+        train, evaluation_data = data.load_for(METHOD, args.recipe, seed=args.training.seed)
+        train = data.drop_long_prompts(train, tokenizer, args.recipe.max_prompt_length, "the training pairs")
 
-    # 3. Model, tokenizer, and the reference: a frozen copy only for full training without precomputed log-probs.
-    tokenizer = modeling.load_tokenizer(args.model, args.recipe.chat_template, args.training.trust_remote_code)
+    # 3. Model, and the reference: a frozen copy only for full training without precomputed log-probs.
     load = lambda: modeling.load_model(args.model, args.training, tokenizer, args.env)  # noqa: E731
     needs_copy = not args.model.use_peft and not args.training.precompute_ref_log_probs
 

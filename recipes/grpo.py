@@ -14,8 +14,10 @@ signals.catch_preemption()  # first: a preemption signal (USR1, TERM) during the
 
 from trl import GRPOTrainer  # noqa: E402
 
-from posttrain_dist import checks, data, environment, modeling, parsing, report, rewards, training  # noqa: E402
+from posttrain_dist import checks, environment, modeling, parsing, report, training  # noqa: E402
 from posttrain_dist.errors import report_user_errors  # noqa: E402
+from posttrain_dist.methods import online  # noqa: E402  (online RL: rewards, prompts, held-out rewards)
+from posttrain_dist.methods.grpo import METHOD  # noqa: E402  (GRPO's config, layouts, curves, plan terms)
 
 
 @report_user_errors
@@ -24,12 +26,10 @@ def main(argv=None):
     args = parsing.parse("grpo", argv, environment.probe())
     run = checks.resolve_and_check(args)  # the output folder: checked now, written when training starts
 
-    # 2. Data: prompts plus the columns the rewards read (gold answers parsed); prompts over `max_prompt_length` tokens dropped.
-    reward_functions = rewards.build(args.recipe.reward_funcs, args.training)
-    train, evaluation_data = data.load_for("grpo", args.recipe, seed=args.training.seed)
-    rewards.check_data(args.recipe.reward_funcs, reward_functions, train, args.recipe.dataset_name or "the data")
+    # 2. Data: prompts plus the columns the rewards read (gold answers parsed); prompts over `max_prompt_length` tokens
+    #    dropped and counted.
     tokenizer = modeling.load_tokenizer(args.model, args.recipe.chat_template, args.training.trust_remote_code)
-    train = data.drop_long_prompts(train, tokenizer, args.recipe.max_prompt_length, args.recipe.dataset_name or "train")
+    train, evaluation_data, reward_functions = online.load(args, tokenizer, method=METHOD)
 
     # 3. Model, and 4. trainer: trl samples `num_generations` answers per prompt and weighs each by its group-relative reward.
     trainer = GRPOTrainer(

@@ -1,7 +1,8 @@
 """Supervised fine-tuning: teach a model to imitate prompt/response pairs.
 
-The loss falls on the response tokens only (conversations are split into one prompt/completion
-example per assistant turn). Full, LoRA and QLoRA training are choices of the config:
+The loss falls on the response tokens only: a conversation is trained in one pass, every assistant turn in
+the loss and no prompt token (posttrain_dist/sequences.py). Full, LoRA and QLoRA training are choices of
+the config:
 
     accelerate launch --config_file accelerate_configs/cpu.yaml recipes/sft.py \
         --config recipes/smollm2-135m/sft_full.yaml [--any_field value ...]
@@ -15,8 +16,9 @@ signals.catch_preemption()  # first: a preemption signal (USR1, TERM) during the
 
 from trl import SFTTrainer  # noqa: E402
 
-from posttrain_dist import checks, data, environment, modeling, parsing, report, training  # noqa: E402
+from posttrain_dist import checks, data, environment, modeling, parsing, report, sequences, training  # noqa: E402
 from posttrain_dist.errors import report_user_errors  # noqa: E402
+from posttrain_dist.methods.sft import METHOD  # noqa: E402  (SFT's config, layouts, curves, plan terms)
 
 
 @report_user_errors
@@ -25,20 +27,20 @@ def main(argv=None):
     args = parsing.parse("sft", argv, environment.probe())
     run = checks.resolve_and_check(args)  # the output folder: checked now, written when training starts
 
-    # 2. Data: layout recognised, every row checked; conversations become prompt/completion turns.
-    train, evaluation_data = data.load_for(
-        "sft", args.recipe, seed=args.training.seed, keep_conversations=args.training.assistant_only_loss
-    )
+    # 2. Data: layout recognised, every row checked; conversations kept whole, the chat template's per-row arguments too.
+    train, evaluation_data = data.load_for(METHOD, args.recipe, seed=args.training.seed)
 
-    # 3. Tokenizer (chat template, pad token) and model (generation stops at the end-of-turn token), handed to the trainer.
+    # 3. Tokenizer (chat template, pad token); the data tokenized once, every assistant turn and no prompt token in the
+    #    loss, cached in the output folder for every rank and the next attempt.
     tokenizer = modeling.load_tokenizer(args.model, args.recipe.chat_template, args.training.trust_remote_code)
+    prepared = sequences.prepare({"train": train, "eval": evaluation_data}, tokenizer, args, run.path)
 
-    # 4. Trainer: trl masks the prompt tokens of prompt/completion data; LoRA wraps the model when configured.
+    # 4. Model (generation stops at the end-of-turn token) and trainer; LoRA wraps the model when configured.
     trainer = SFTTrainer(
         model=modeling.load_model(args.model, args.training, tokenizer, args.env),
-        args=args.training,
-        train_dataset=train,
-        eval_dataset=evaluation_data,
+        args=sequences.trainer_args(args.training),
+        train_dataset=prepared["train"],
+        eval_dataset=prepared["eval"],
         processing_class=tokenizer,
         peft_config=modeling.peft_config(args.model),
     )

@@ -208,8 +208,11 @@ def test_under_fsdp_checkpoints_are_sharded_and_the_final_model_is_whole(tmp_pat
         saved_with.append((path, str(plugin.state_dict_type)))
         raise Saved  # what follows the weights (tokenizer, metrics) is another test's
 
-    trainer = SimpleNamespace(accelerator=SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin)),
-                              save_model=save_model)
+    import torch
+
+    trainer = SimpleNamespace(accelerator=SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin), num_processes=1,
+                                                          unwrap_model=lambda model: model, device="cpu"),
+                              model=torch.nn.Linear(2, 2), save_model=save_model)
     run = checks.parse("sft", ["--config", str(RECIPES / "qwen3-8b" / "sft_full.yaml"), "--output_dir", str(tmp_path)],
                        environment.from_accelerate_file(str(ACCELERATE_CONFIGS / "fsdp2.yaml")))
     with pytest.raises(Saved):

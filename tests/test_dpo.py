@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
-from posttrain_dist import cli, config, curves, generation, modeling
+from posttrain_dist import cli, config, curves, generation, modeling, methods
 
 from conftest import (PRESETS, TINY_OVERRIDES, assert_trained_only_the_adapter, launch, load_recipe, read_safetensors,
                       train_losses)
@@ -262,7 +262,7 @@ def test_curation_where_every_pair_is_identical_trains_nothing(tmp_path, capsys,
 def test_dpo_curves_show_margins_and_accuracy(runs):
     history = json.loads((runs["full"] / "metrics.json").read_text())["log_history"]
     assert (runs["full"] / "curves.png").read_bytes().startswith(b"\x89PNG")
-    panels = curves.plot(history, "dpo", str(runs["full"] / "again.png"))
+    panels = curves.plot(history, methods.get("dpo").panels, str(runs["full"] / "again.png"))
     assert {"loss", "reward margin", "preference accuracy"} <= set(panels)
 
 

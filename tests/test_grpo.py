@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from posttrain_dist import checks, config, curves, data, environment, modeling
+from posttrain_dist import checks, config, curves, data, environment, modeling, methods
+from posttrain_dist.methods import grpo
 from posttrain_dist.errors import ConfigError, DataError
 
 from conftest import (PRESETS, TINY_OVERRIDES, assert_trained_only_the_adapter, launch, load_recipe, read_safetensors,
@@ -174,6 +175,6 @@ def test_grpo_curves_show_each_reward_its_spread_and_lengths(runs):
     output_dir = runs["full"]
     history = json.loads((output_dir / "metrics.json").read_text())["log_history"]
     assert (output_dir / "curves.png").read_bytes().startswith(b"\x89PNG")
-    assert curves._lines(history, curves.PANELS["grpo"][0][2])[1][0] == "says_target"
-    panels = curves.plot(history, "grpo", str(output_dir / "again.png"))
+    assert curves._lines(history, grpo.PANELS[0][2])[1][0] == "says_target"
+    panels = curves.plot(history, methods.get("grpo").panels, str(output_dir / "again.png"))
     assert {"mean reward", "reward spread", "completion length"} <= set(panels)

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from posttrain_dist import cli, data, planning, resources
+from posttrain_dist import cli, data, methods, planning, resources
 
 from conftest import PRESETS, RECIPES, ROOT, where_presets_find_their_data
 
@@ -102,7 +102,7 @@ def test_dpo_full_keeps_a_reference_copy_lora_does_not():
 def test_steps_come_from_the_data_when_max_steps_is_unset():
     p = plan("smollm2-135m/sft_full.yaml", "cpu", 1, None, "--max_steps", "-1", "--num_train_epochs", "2",
              "--gradient_accumulation_steps", "2")
-    rows = len(data.load_for("sft", p.args.recipe)[0])
+    rows = len(data.load_for(methods.get("sft"), p.args.recipe)[0])
     assert p.global_batch == 8 * 2
     assert p.steps == math.ceil(rows * 2 / 16)
 

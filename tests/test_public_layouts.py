@@ -84,11 +84,12 @@ def test_sharegpt_with_a_system_turn(tmp_path, tokenizer):
     path = tmp_path / "sharegpt.json"
     path.write_text(json.dumps([{"id": "a1", "conversations": conversation}]))
     trainer = run("sft", tmp_path, "--dataset_name", str(path))
-    assert len(trainer.train_dataset) == 2  # one example per assistant turn
-    assert_sft_row(trainer, tokenizer, [turn("system", "You answer in one word."), turn("user", "Sky colour?")], "Blue.")
-    second = trainer.train_dataset[1]
-    masked, trained = split_by_loss(tokenizer, second["input_ids"], second["labels"])
-    assert trained == f"Green.{END}\n" and "Blue." in masked  # the earlier answer is context, not trained again
+    assert len(trainer.train_dataset) == 1  # the conversation once, both answers in the loss
+    row = trainer.train_dataset[0]
+    masked, trained = split_by_loss(tokenizer, row["input_ids"], row["labels"])
+    assert trained == f"Blue.{END}\nGreen.{END}\n"
+    assert masked == prompt_text(tokenizer, [turn("system", "You answer in one word."), turn("user", "Sky colour?")]) + \
+        prompt_text(tokenizer, [turn("user", "Grass?")]).split(f"{END}\n", 1)[-1]
 
 
 def test_ultrachat_200k_train_sft_and_test_sft(tmp_path, tokenizer):

@@ -1,5 +1,6 @@
 """Rewards on correct, wrong, malformed and truncated answers; the registry."""
 
+import math
 from fractions import Fraction
 
 import pytest
@@ -90,7 +91,7 @@ def test_registry_names_trls_rewards_where_trl_has_them():
 
     assert rewards.resolve("accuracy") is trl.rewards.accuracy_reward
     assert rewards.resolve("think_format_reward") is trl.rewards.think_format_reward
-    repetition = rewards.resolve("repetition_penalty")
+    repetition = rewards.resolve("token_repetition_penalty")
     assert repetition(completion_ids=[[1, 2, 3, 4], [5, 5, 5, 5, 5]]) == pytest.approx([0.0, -2 / 3])
     for name, function in rewards.REWARDS.items():  # ours differ from trl's on purpose, and say why
         trl_twin = {"math_answer": "accuracy_reward", "think_format": "think_format_reward"}.get(name)
@@ -143,3 +144,58 @@ def test_contains_answer_keeps_a_name_where_asked_and_nowhere_else():
     assert rewards.contains_answer(completions, answer, avoid=avoid) == [1.0, 0.0, 0.0, 1.0, 1.0, 0.0]
     # without an avoid column, a row with no answer does not apply; "Kestrels" is not the name
     assert rewards.contains_answer(["Try Bubbles.", "Kestrels fly."], [None, "Kestrel"]) == [None, 0.0]
+
+
+# ---------------------------------------------------------------- open-r1's reward names
+
+
+def _openr1(name, **params):
+    from posttrain_dist.methods.grpo import GRPORecipeArgs
+
+    recipe = GRPORecipeArgs(dataset_name="builtin:arithmetic", **params)
+    return rewards.resolve(name, None, recipe=recipe)
+
+
+def chat(text):
+    return [{"role": "assistant", "content": text}]
+
+
+RIGHT, WRONG = "The answer is $\\boxed{4}$.", "The answer is $\\boxed{5}$, I think, after a long look at it."
+
+
+@pytest.mark.parametrize("name, completions, kwargs, expected", [
+    ("format", [chat("<think>\nadd them\n</think>\n<answer>\n4\n</answer>"), chat("<think>add</think><answer>4</answer>")],
+     {}, [1.0, 0.0]),
+    ("tag_count", [chat("<think>\nadd them\n</think>\n<answer>\n4\n</answer>"), chat("<think>\nadd them")], {},
+     [1.0, 0.25]),
+    ("reasoning_steps", [chat("Step 1: add\nStep 2: check\nStep 3: answer"), chat("Step 1: it is 4"), chat("4")], {},
+     [1.0, 1 / 3, 0.0]),
+    # open-r1's cosine defaults: a right answer of n characters scores 0.5 + 0.25 (1 + cos(pi n / 1000)), a wrong one
+    # -0.5 + 0.25 (1 + cos(pi n / 1000))
+    ("cosine", [chat(RIGHT), chat(WRONG)], {"solution": ["$4$", "$4$"]},
+     [0.5 + 0.25 * (1 + math.cos(math.pi * len(RIGHT) / 1000)), -0.5 + 0.25 * (1 + math.cos(math.pi * len(WRONG) / 1000))]),
+    ("repetition_penalty", [chat("a b c a b c a b c"), chat("the quick brown fox jumps")], {}, [-(1 - 3 / 7), 0.0]),
+    ("length", [chat(RIGHT), chat(WRONG)], {"solution": ["$4$", "$4$"]}, [0.5, -0.5]),
+    ("code_format", [chat("<think>\nplan\n</think>\n<answer>\n```python\nprint(4)\n```\n</answer>"),
+                     chat("<think>\nplan\n</think>\n<answer>\nprint(4)\n</answer>")], {}, [1.0, 0.0]),
+    ("accuracy", [chat(RIGHT), chat(WRONG)], {"solution": ["$4$", "$4$"]}, [1.0, 0.0]),
+])
+def test_open_r1_reward_names_score_as_open_r1(name, completions, kwargs, expected):
+    scores = _openr1(name)(completions=completions, **kwargs)
+    assert scores == pytest.approx(expected, abs=1e-9)
+
+
+def test_open_r1_reward_parameters_are_read_from_the_config():
+    wrong_short = [chat("The answer is $\\boxed{5}$.")]
+    assert _openr1("cosine", cosine_max_value_wrong=-1.0, cosine_min_value_wrong=-1.0)(
+        completions=wrong_short, solution=["$4$"]) == [pytest.approx(-1.0)]
+    assert _openr1("repetition_penalty", repetition_n_grams=2, repetition_max_penalty=-2.0)(
+        completions=[chat("a b a b a b")]) == [pytest.approx(-2.0 * (1 - 2 / 5))]
+    punish = _openr1("soft_overlong_punishment", max_completion_len=20, soft_punish_cache=10)
+    assert punish(completion_ids=[[1] * 5, [1] * 15, [1] * 25]) == pytest.approx([0.0, -0.5, -1.0])
+
+
+@pytest.mark.parametrize("name", ["code", "ioi_code", "cf_code", "binary_code"])
+def test_open_r1_sandbox_rewards_are_refused_saying_why(name):
+    with pytest.raises(ConfigError, match="sandbox"):
+        _openr1(name)

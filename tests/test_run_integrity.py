@@ -317,3 +317,19 @@ def test_chaos_ten_signals_at_random_moments_end_as_the_uninterrupted_run(tmp_pa
             attempts += 1
         assert_same_as(out, reference)
         assert not (out / run_folder.PREEMPTED).exists() and not (out / lock.NAME).exists(), phase
+
+
+def test_a_crash_between_writing_a_checkpoint_and_marking_it_keeps_the_last_one_with_save_total_limit_1(tmp_path, twelve):
+    """transformers deletes old checkpoints beyond `save_total_limit` as soon as it has written a new one; here the
+    older one goes only once the newer is marked complete, so `save_total_limit: 1` is safe."""
+    from conftest import launch
+
+    out = tmp_path / "out"
+    args = args_for(twelve, out, "--save_strategy", "steps", "--save_steps", "2", "--save_total_limit", "1")
+    crashed = launch("sft", *args, "--callbacks", "hooks:KillInSave", env={"HOOK_KILL_IN_SAVE": "4"}, check=False)
+    assert crashed.returncode != 0
+    assert run_folder.latest_complete(str(out)) == str(out / "checkpoint-2")  # still there, still complete
+    assert (out / "checkpoint-4").is_dir() and not run_folder.is_complete(str(out / "checkpoint-4"))
+    assert run_in_process(args) == 0  # resumes from checkpoint-2 and finishes; only the newest checkpoint stays
+    assert [os.path.basename(p) for _, p in run_folder.checkpoints(str(out))] == ["checkpoint-6"]
+    assert history(out)[0] == list(range(1, 7))

@@ -10,7 +10,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM
 
-from posttrain_dist import checks, cli, config, curves, data, generation, modeling
+from posttrain_dist import checks, cli, config, curves, data, generation, modeling, sequences, methods
 
 from conftest import PRESETS, TINY_OVERRIDES, launch, load_recipe, read_safetensors, train_losses
 
@@ -115,12 +115,13 @@ def test_prompt_tokens_carry_no_loss(tiny_model_path, tmp_path):
     from trl import SFTTrainer
 
     messages = [{"role": "user", "content": "What is the capital of Peru?"}, {"role": "assistant", "content": "Lima."}]
-    train = data.prepare(datasets.Dataset.from_list([{"messages": messages}]), "sft", "one conversation")
+    train = data.prepare(datasets.Dataset.from_list([{"messages": messages}]), data.CONVERSATIONS, "one conversation")
     args = checks.parse("sft", ["--model_name_or_path", tiny_model_path, "--dataset_name", "builtin:sft-basics",
                                 "--output_dir", str(tmp_path / "o"), "--report_to", "none"]).training
     tokenizer = modeling.load_tokenizer(config.ModelArgs(model_name_or_path=tiny_model_path))
     model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
+    prepared = sequences.tokenize(train, tokenizer, args, "auto", "one conversation")
+    trainer = SFTTrainer(model=model, args=sequences.trainer_args(args), train_dataset=prepared, processing_class=tokenizer)
 
     example = trainer.train_dataset[0]
     ids, labels = example["input_ids"], example["labels"]
@@ -208,7 +209,7 @@ def test_run_folder_holds_curves_report_and_tensorboard_logs(runs):
     history = json.loads((output_dir / "metrics.json").read_text())["log_history"]
     png = (output_dir / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
-    assert curves.plot(history, "sft", str(output_dir / "again.png"))[:2] == ["loss", "learning rate"]
+    assert curves.plot(history, methods.get("sft").panels, str(output_dir / "again.png"))[:2] == ["loss", "learning rate"]
     report = (output_dir / "report.md").read_text()
     for part in ("## Config", "`use_peft` | `true` | file", "builtin:sft-basics", "training rows", "## Final metrics",
                  "![training curves](curves.png)", "## Answers before and after", "Say hi."):

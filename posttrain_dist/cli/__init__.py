@@ -11,6 +11,7 @@
     posttrain-dist plan PRESET [--accelerate X] resolved config, data checks, batch and steps, launch command, memory
     posttrain-dist launch METHOD PRESET        start a recipe on this node (one machine, explicit ranks, or Slurm)
     posttrain-dist merge ADAPTER_DIR           merge a LoRA adapter into its base; check greedy answers match
+    posttrain-dist migrate CONFIG [--out NEW]  a config from alignment-handbook, open-r1 or TRL in today's names
     posttrain-dist trust CHECKPOINT            sign a checkpoint someone else wrote, so that your runs resume from it
 """
 
@@ -26,9 +27,9 @@ if sys.argv[1:2] == ["launch"]:  # from the launcher's first moment a preemption
 import argparse  # noqa: E402
 
 from ..errors import report_user_errors  # noqa: E402
-from . import ask, curate, demo, launch, merge, models, plan, tasks, trust  # noqa: E402
+from . import ask, curate, demo, launch, merge, migrate, models, plan, tasks, trust  # noqa: E402
 
-SUBCOMMANDS = (demo, models, ask, curate, tasks, launch, plan, merge, trust)
+SUBCOMMANDS = (demo, models, ask, curate, tasks, launch, plan, merge, migrate, trust)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -58,14 +58,15 @@ def compare(args) -> None:
                                        chat_template=args.chat_template)
         print(show(rows))
     if args.new_name:
-        from .. import config, environment
+        from .. import config, environment, identity
+        from ..methods import sft
 
-        recipe = config.RecipeArgs(
+        recipe = sft.SFTRecipeArgs(
             eval_identity=args.new_name, identity_prompts=args.identity_prompts, identity_contexts=args.contexts,
             identity_unrelated=args.unrelated, general_questions=args.general_questions,
             perplexity_dataset=args.perplexity_dataset, chat_template=args.chat_template)
         run = config.Args("sft", recipe, config.ModelArgs(model_name_or_path=args.before), None, {}, None,
                           environment.probe())
-        result = evaluation.compare(run, evaluation.chosen(run), args.before, args.after)
+        result = evaluation.compare(run, evaluation.chosen(run, own=identity.EVALUATORS), args.before, args.after)
         print("\n".join(result["sections"]) if args.markdown else result["text"])
         print("\n" + report.figures_table(result["summary"]))

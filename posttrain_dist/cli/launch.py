@@ -7,13 +7,13 @@ import shlex
 import signal
 import sys
 
-from .. import lock
+from .. import lock, methods
 from ..run_folder import RunFolder
 
 
 def add(sub) -> None:
     p = sub.add_parser("launch", help="start a recipe on this node: one machine, explicit ranks, or from Slurm")
-    p.add_argument("method", choices=["sft", "dpo", "grpo"])
+    p.add_argument("method", choices=methods.names())
     p.add_argument("preset", help="the recipe YAML")
     p.add_argument("--accelerate", default="cpu", help="a name in accelerate_configs/ (zero3, ddp, ...) or a path")
     p.add_argument("--nodes", type=int, help="nodes in all (explicit multi-node launch; else read from Slurm)")
@@ -26,7 +26,7 @@ def add(sub) -> None:
     p.set_defaults(func=launch)  # flags for the recipe follow `--`
 
     p = sub.add_parser("preempted", help="exit 0 when the run stopped for the time-limit signal in this Slurm attempt")
-    p.add_argument("method", choices=["sft", "dpo", "grpo"])
+    p.add_argument("method", choices=methods.names())
     p.add_argument("preset", help="the recipe YAML")
     p.add_argument("--signalled", action="store_true", help="the batch script itself got the time-limit signal: "
                    "requeue unless the run finished, even if it could not write its mark")
@@ -57,17 +57,18 @@ def launch(args) -> None:
     # A finished run ends here too (exit 0, nothing started).
     run = checks.parse(args.method, list(recipe_args), env)
     folder = RunFolder(run)
-    # One run per output folder: node 0's launcher holds it; its recipe processes share the token, so the main one
-    # finds the lock its own (inside Slurm the token is the job id, the same on every node and every attempt).
-    os.environ.setdefault(lock.TOKEN_VARIABLE, lock.run_token())
-    if cluster is None or cluster.node_rank == 0:
-        lock.acquire(folder.path, os.environ[lock.TOKEN_VARIABLE])
+
     script = resources.recipe_script(args.method)
     cmd = launching.accelerate_command(cluster, accelerate_config, script, recipe_args, args.processes_per_node,
                                        env.kind == "deepspeed")
     if args.print:
         print(" ".join(shlex.quote(c) for c in cmd), flush=True)
         return
+    # One run per output folder: node 0's launcher holds it; its recipe processes share the token, so the main one
+    # finds the lock its own (inside Slurm the token is the job id, the same on every node and every attempt).
+    os.environ[lock.TOKEN_VARIABLE] = lock.run_token()
+    if cluster is None or cluster.node_rank == 0:
+        lock.acquire(folder.path, os.environ[lock.TOKEN_VARIABLE])
     if cluster is not None:  # one line per node in the job log: which rank each node took, and where they meet
         where = os.environ.get("SLURMD_NODENAME") or os.uname().nodename
         print(f"posttrain-dist launch on {where}: node {cluster.node_rank} of {cluster.nodes}, "

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from .. import methods
+
 
 def add(sub) -> None:
     p = sub.add_parser("plan", help="check a recipe config and its data; show batch, steps, launch command and memory")
     p.add_argument("preset", help="the recipe YAML (a path, or a shipped preset such as smollm2-135m/sft_lora)")
-    p.add_argument("--method", choices=["sft", "dpo", "grpo"], help="default: the preset's `method`")
+    p.add_argument("--method", choices=methods.names(), help="default: the preset's `method`")
     p.add_argument("--accelerate", default="cpu", help="a name in accelerate_configs/ (zero3, ddp, ...) or a path")
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--gpus-per-node", type=int, help="default: the accelerate config's num_processes")

@@ -1,0 +1,232 @@
+"""Online RL, shared by GRPO and RLOO: sample answers to prompts, learn from rewards.
+
+The fields such a run adds (`OnlineArgs`: the rewards, the prompt length limit, the held-out reward
+check, open-r1's reward parameters), their checks before anything loads (each reward exists, one weight
+per reward, vLLM only where there are GPUs), what `plan` counts (prompts after the rewards' data checks and
+the length limit; the generation cache), the layout (prompts plus the columns rewards read) and the
+held-out rewards evaluator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import data, evaluation, formats, generation, rewards, sources
+from ..config import RecipeArgs, _field
+from ..errors import ConfigError
+from ..rewards_openr1 import DEFAULTS as OPEN_R1
+
+
+@dataclass
+class OnlineArgs(RecipeArgs):
+    """What online RL (GRPO, RLOO) adds: the rewards, the prompt length limit and the held-out reward check."""
+
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["math_answer"],
+        metadata={
+            "help": "Rewards by registry name (see posttrain_dist.rewards.REWARDS) or `package.module:function`; "
+            "weigh them with trl's `reward_weights`."
+        },
+    )
+    max_prompt_length: int | None = field(
+        default=512, metadata={"help": "Prompts longer than this many tokens are dropped, and counted, before training."}
+    )
+    reward_eval_size: int = _field(100, "Held-out prompts (the test split) answered greedily and scored before and "
+                                        "after training.")
+    # parameters of open-r1's rewards, under open-r1's names and with its defaults (posttrain_dist.rewards_openr1)
+    cosine_min_value_wrong: float = _field(OPEN_R1["cosine_min_value_wrong"], "`cosine` reward: a wrong answer's value "
+                                                                               "at length 0.")
+    cosine_max_value_wrong: float = _field(OPEN_R1["cosine_max_value_wrong"], "`cosine` reward: a wrong answer's value "
+                                                                               "at `cosine_max_len`.")
+    cosine_min_value_correct: float = _field(OPEN_R1["cosine_min_value_correct"], "`cosine` reward: a right answer's "
+                                                                                   "value at `cosine_max_len`.")
+    cosine_max_value_correct: float = _field(OPEN_R1["cosine_max_value_correct"], "`cosine` reward: a right answer's "
+                                                                                   "value at length 0.")
+    cosine_max_len: int = _field(OPEN_R1["cosine_max_len"], "`cosine` reward: the length (characters) over which the "
+                                                             "value moves.")
+    repetition_n_grams: int = _field(OPEN_R1["repetition_n_grams"], "`repetition_penalty` reward: the size of the word "
+                                                                     "n-grams counted.")
+    repetition_max_penalty: float = _field(OPEN_R1["repetition_max_penalty"], "`repetition_penalty` reward: the penalty "
+                                                                               "of an answer that only repeats (<= 0).")
+    code_language: str = _field(OPEN_R1["code_language"], "`code_format` reward: the language of the code block.")
+    max_completion_len: int = _field(OPEN_R1["max_completion_len"], "`soft_overlong_punishment` reward: the length "
+                                                                     "(tokens) punished fully.")
+    soft_punish_cache: int = _field(OPEN_R1["soft_punish_cache"], "`soft_overlong_punishment` reward: the tokens "
+                                                                   "before it where the punishment grows.")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.reward_funcs:
+            raise ConfigError("`reward_funcs` is empty; GRPO learns from at least one reward.")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.reward_funcs:
+            raise ConfigError("`reward_funcs` is empty: online RL learns from at least one reward.")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(2, n + 1) if n % d == 0]
+
+
+class GroupedBatches:
+    """trl's check that each generation batch holds whole groups of `num_generations` answers, reworded with the
+    values that would fit. trl counts the generation batch for the processes of this run (`world_size`); a plan for
+    another number of processes checks it with `config.planned_for(cls, N)`."""
+
+    def __post_init__(self):
+        if self.num_generations < 2:
+            raise ConfigError(f"`num_generations` must be at least 2 (the answers to one prompt are compared with each "
+                              f"other); got {self.num_generations}.")
+        try:
+            super().__post_init__()
+        except ConfigError:
+            raise
+        except ValueError as error:  # trl's batch check, reworded with the values that would fit
+            try:
+                advice = self._batch_advice()
+            except AttributeError:  # failed before trl counted the processes: not a batch problem
+                advice = None
+            raise ConfigError(advice or str(error)) from None
+
+    def _batch_advice(self) -> str | None:
+        processes = self.world_size
+        steps = self.steps_per_generation or self.gradient_accumulation_steps
+        explicit = self.generation_batch_size if self.generation_batch_size != self.per_device_train_batch_size * processes * steps else None
+        batch = self.generation_batch_size or self.per_device_train_batch_size * processes * steps
+        if batch % self.num_generations == 0:
+            return None
+        how = (f"generation_batch_size {batch}" if explicit else
+               f"per_device_train_batch_size {self.per_device_train_batch_size} x {processes} process(es) x "
+               f"{steps} step(s) per generation = {batch} completions")
+        good = [b for b in range(1, 9 * self.num_generations) if (b * processes * steps) % self.num_generations == 0][:4]
+        return (f"each generation batch must hold whole groups of `num_generations` answers, but {how} does not divide "
+                f"by num_generations {self.num_generations}. Use num_generations in {_divisors(batch)}, or "
+                f"per_device_train_batch_size in {good} (keeping the rest).")
+
+
+def check(args) -> None:
+    for name in args.recipe.reward_funcs:
+        rewards.resolve(name, args.training, checked_only=True, recipe=args.recipe)
+    weights = args.training.reward_weights
+    if weights is not None and len(weights) != len(args.recipe.reward_funcs):
+        raise ConfigError(
+            f"`reward_weights` has {len(weights)} values for {len(args.recipe.reward_funcs)} rewards "
+            f"({args.recipe.reward_funcs}); give one weight per reward."
+        )
+    if args.training.use_vllm and not args.env.for_gpus:
+        if args.env.planned:
+            raise ConfigError(
+                "`use_vllm: true` needs GPUs, and this plan is for CPU processes (the default `--accelerate cpu`): "
+                "plan it for the cluster it is meant for, e.g. `posttrain-dist plan PRESET --accelerate zero3 "
+                "--gpus-per-node 8` (add `--nodes N` for several nodes).")
+        raise ConfigError("`use_vllm: true` needs GPUs; on a CPU leave it off and trl generates with transformers.")
+
+
+READS = data.Reads("online RL", formats.PROMPT)
+
+
+def load(args, tokenizer=None, checked_only: bool = False, method=READS):
+    """(train, eval, reward functions) of a run: prompts with the rewards' columns (gold answers parsed), prompts over
+    `max_prompt_length` tokens dropped and counted. `checked_only` (plan): the user's rewards are not imported."""
+    recipe = args.recipe
+    functions = rewards.build(recipe.reward_funcs, args.training, checked_only=checked_only, recipe=recipe)
+    train, evaluation_data = data.load_for(method, recipe, seed=args.training.seed)
+    rewards.check_data(recipe.reward_funcs, functions, train, recipe.dataset_name or "the data")
+    if tokenizer is not None:
+        train = data.drop_long_prompts(train, tokenizer, recipe.max_prompt_length, recipe.dataset_name or "train")
+    return train, evaluation_data, functions
+
+
+def plan_rows(args) -> tuple:
+    import os
+
+    from .. import modeling
+
+    hub = data.hub_sources(args.recipe)
+    if hub:
+        return None, f"on the hub ({', '.join(hub)}); plan reads and checks local and built-in data only", []
+    # the tokenizer of a hub model may not be here (a login node without the hub): read only the cache then, at
+    # once (the hub client would retry for most of a minute), and leave the lengths unchecked if it is not there
+    name = args.model.model_name_or_path
+    cache_only = name not in modeling.SHORT_NAMES and not os.path.isdir(os.path.expanduser(name)) \
+        and sources.hub_unreachable() is not None
+    try:
+        tokenizer = modeling.load_tokenizer(args.model, args.recipe.chat_template, args.training.trust_remote_code,
+                                            local_files_only=cache_only)
+    except (OSError, ValueError):
+        train, _, _ = load(args, None, checked_only=True)
+        return len(train), "prompts after the data checks (their lengths unchecked: the tokenizer is not here)", []
+    train, _, _ = load(args, tokenizer, checked_only=True)
+    return len(train), "prompts after the data checks and the length limit", []
+
+
+def examples_per_step(args) -> float:
+    return args.training.num_generations  # each prompt is answered num_generations times within the batch
+
+
+def tokens(args) -> tuple[int, str]:
+    t, rows = args.training, args.training.per_device_train_batch_size
+    length = (args.recipe.max_prompt_length or 512) + t.max_completion_length
+    return rows * length, (f"{rows} completions x ({args.recipe.max_prompt_length} prompt + {t.max_completion_length} "
+                           "completion) tokens")
+
+
+def generation_cache(args) -> tuple[int, int] | None:
+    """The key/value cache of one generation batch, when transformers generates (vLLM reserves its own)."""
+    if getattr(args.training, "use_vllm", False):
+        return None
+    return args.training.per_device_train_batch_size, (args.recipe.max_prompt_length or 512) + \
+        args.training.max_completion_length
+
+
+def reference(args) -> bool:
+    """A frozen reference copy for the KL term (beta > 0), in full training."""
+    return not args.model.use_peft and getattr(args.training, "beta", 0.0) != 0.0
+
+
+class HeldOutRewards(evaluation.Evaluator):
+    """The run's own rewards on greedy answers to the held-out prompts (the test split), before and after."""
+
+    name = "held_out_rewards"
+
+    @staticmethod
+    def applies(args) -> bool:
+        recipe = args.recipe
+        return bool(recipe.dataset_test_split and recipe.dataset_name) and recipe.reward_eval_size > 0
+
+    def __init__(self, args, trainer=None):
+        super().__init__(args)
+        recipe = args.recipe
+        # the run's own reward functions, as the trainer holds them (built once, by the recipe)
+        self.functions = list(trainer.reward_funcs) if trainer is not None else rewards.build(
+            recipe.reward_funcs, args.training, recipe=recipe)
+        held = sources.load_source(recipe.dataset_name, recipe.dataset_test_split, recipe.dataset_config,
+                                split_option="dataset_test_split")
+        held = held.select(range(min(recipe.reward_eval_size, len(held))))
+        self.held = data.prepare(held, data.Reads("prompts", formats.PROMPT),
+                                 f"{recipe.dataset_name} [{recipe.dataset_test_split}]", columns=recipe.dataset_columns,
+                                 prompt_column=recipe.dataset_prompt_column, system_prompt=recipe.system_prompt)
+
+    def measure(self, model, tokenizer) -> dict:
+        prompts = list(self.held["prompt"])
+        texts, ids = generation.answer(model, tokenizer, prompts, self.args.training.max_completion_length,
+                                       batch_size=16, return_ids=True)
+        completions = [[{"role": "assistant", "content": t}] if isinstance(p, list) else t for p, t in zip(prompts, texts)]
+        columns = {c: list(self.held[c]) for c in self.held.column_names if c != "prompt"}
+        scored = rewards.score(self.functions, self.args.training.reward_weights, prompts, completions, ids, **columns)
+        return {**scored, "prompts": len(prompts), "examples": texts[:8]}
+
+    def summary(self, before, after):
+        return {"reward_before": before["mean"], "reward_after": after["mean"], "rewards_before": before["rewards"],
+                "rewards_after": after["rewards"], "reward_prompts": after["prompts"]}
+
+    def section(self, before, after, summary):
+        recipe = self.args.recipe
+        per = ", ".join(f"{name} {summary['rewards_before'][name]:.3f} -> {value:.3f}"
+                        for name, value in summary["rewards_after"].items())
+        line = (f"Mean reward of greedy answers to {summary['reward_prompts']} held-out prompts "
+                f"(`{recipe.dataset_name}` [{recipe.dataset_test_split}]): {summary['reward_before']:.3f} before, "
+                f"{summary['reward_after']:.3f} after ({per})")
+        examples = [{"prompt": "", "before": b, "after": a} for b, a in zip(before["examples"], after["examples"])]
+        return "\n" + line, ["## Held-out rewards", "", line, "", generation.markdown_table(examples, ("before", "after")), ""]
