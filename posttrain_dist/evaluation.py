@@ -72,6 +72,7 @@ class Evaluator:
 
     name = ""
     also_own_template = False
+    model_kind = "causal-lm"  # what it asks: a model that answers, or ("sequence-classifier") one that scores
 
     @staticmethod
     def applies(args) -> bool:
@@ -185,21 +186,35 @@ class Perplexity(Evaluator):
 EVALUATORS = {e.name: e for e in (Answers, GeneralQuestions, Perplexity)}
 
 
-def chosen(args, trainer=None, own: tuple = ()) -> list[Evaluator]:
-    """The evaluators the config asks for, each built once: the answers, the method's `own`, then the rest."""
-    order = [Answers, *own, GeneralQuestions, Perplexity]
-    return [cls(args, trainer) for cls in order if cls.applies(args)]
+class NothingToMeasure(Exception):
+    """An evaluator the config asks for finds nothing to measure (no held-out data): it is left out, saying why."""
+
+
+def chosen(args, trainer=None, own: tuple = (), shared: bool = True) -> list[Evaluator]:
+    """The evaluators the config asks for, each built once: the answers, the method's `own`, then the rest (`shared`:
+    the ones that ask a model questions)."""
+    order = [Answers, *own, GeneralQuestions, Perplexity] if shared else list(own)
+    built = []
+    for cls in order:
+        if cls.applies(args):
+            try:
+                built.append(cls(args, trainer))
+            except NothingToMeasure as why:
+                print(f"evaluation: {cls.name} left out: {why}", flush=True)
+    return built
 
 
 def measure(path: str, evaluators: list[Evaluator], chat_template: str | None = None, env=None,
             own_template: bool = False) -> dict:
     """Every evaluator's result for one model (a short name, a saved folder or an adapter), loaded once; with
     `own_template`, what each asks through the model's own template."""
-    if not evaluators:
-        return {}
-    model, tokenizer = generation.load_for_generation(path, chat_template=chat_template, env=env)
-    results = {e.name: (e.measure_own_template if own_template else e.measure)(model, tokenizer) for e in evaluators}
-    del model
+    results = {}
+    for kind in dict.fromkeys(e.model_kind for e in evaluators):  # each kind of model loaded once
+        model, tokenizer = generation.load_for_generation(path, chat_template=chat_template, env=env, kind=kind)
+        for e in evaluators:
+            if e.model_kind == kind:
+                results[e.name] = (e.measure_own_template if own_template else e.measure)(model, tokenizer)
+        del model
     return results
 
 

@@ -319,7 +319,15 @@ def detect(columns: list[str], layouts: list[Layout], source: str, method: str,
 
 def readme_table(readers: list[tuple[str, list[Layout]]]) -> str:
     """The layouts each method reads, as a markdown table (the README's, kept equal by a test)."""
-    rows = ["| method | columns | e.g. | how it is read |", "|---|---|---|---|"]
-    rows += [f"| {name} | {' + '.join(f'`{c}`' for c in layout.columns)} | {layout.example} | {layout.how} |"
-             for name, layouts in readers for layout in layouts]
+    methods_of: dict[int, list[str]] = {}
+    layouts = []  # in the order the methods first read them
+    for name, read in readers:
+        for layout in read:
+            if id(layout) not in methods_of:
+                methods_of[id(layout)] = []
+                layouts.append(layout)
+            methods_of[id(layout)].append(name)
+    rows = ["| methods | columns | e.g. | how it is read |", "|---|---|---|---|"]
+    rows += [f"| {', '.join(methods_of[id(layout)])} | {' + '.join(f'`{c}`' for c in layout.columns)} | "
+             f"{layout.example} | {layout.how} |" for layout in layouts]
     return "\n".join(rows)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 
 
-def load_for_generation(path: str, dtype: str | None = None, chat_template: str | None = None, env=None):
+def load_for_generation(path: str, dtype: str | None = None, chat_template: str | None = None, env=None,
+                        kind: str | None = None):
     """(model, tokenizer) from a short name, a saved model folder, or a LoRA adapter folder, for answering.
 
     The model goes to the GPU when there is one (in bfloat16 unless `dtype` says otherwise), else
@@ -20,7 +21,8 @@ def load_for_generation(path: str, dtype: str | None = None, chat_template: str 
     from . import environment, modeling
 
     device = (env or environment.probe()).device
-    model, tokenizer = modeling.load_trained(path, dtype or ("bfloat16" if device == "cuda" else "float32"), chat_template)
+    model, tokenizer = modeling.load_trained(path, dtype or ("bfloat16" if device == "cuda" else "float32"), chat_template,
+                                             kind)
     model.to(device).eval()
     return model, tokenizer
 

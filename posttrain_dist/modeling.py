@@ -270,24 +270,66 @@ def model_kwargs(model_args, training_args, env) -> dict:
     return kwargs
 
 
-def load_model(model_args, training_args, tokenizer=None, env=None):
-    """The causal LM in the configured dtype, attention and quantization, stop tokens aligned; `env` is the
-    run's environment (default: this process's)."""
-    from transformers import AutoModelForCausalLM
+SCORER = "sequence-classifier"  # a model that scores a whole sequence (a reward model): one output
 
+
+def auto_class(kind: str = "causal-lm"):
+    """transformers' Auto class for a kind of model: a causal LM, or a sequence classifier with one output."""
+    import transformers
+
+    return transformers.AutoModelForSequenceClassification if kind == SCORER else transformers.AutoModelForCausalLM
+
+
+def load_model(model_args, training_args, tokenizer=None, env=None, kind: str = "causal-lm"):
+    """The model in the configured dtype, attention and quantization: a causal LM with its stop tokens aligned, or
+    (`kind="sequence-classifier"`, reward models) the same network with one scoring head, its pad token set (it
+    scores the last token that is not padding). `env` is the run's environment (default: this process's)."""
     from . import environment
 
     kwargs = model_kwargs(model_args, training_args, env or environment.probe())
+    if kind == SCORER:
+        kwargs["num_labels"] = 1
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolve_model(model_args.model_name_or_path), **kwargs)
+        model = auto_class(kind).from_pretrained(resolve_model(model_args.model_name_or_path), **kwargs)
     except OSError as error:
         raise ConfigError(
             f"could not load model {model_args.model_name_or_path!r}: {error}\nIt is not a short name "
             f"({', '.join(SHORT_NAMES)}), and neither a local folder nor the hub could provide it."
         ) from None
-    if tokenizer is not None:
+    if kind == SCORER and "quantization_config" in kwargs:
+        # QLoRA: trl casts every trainable parameter to bfloat16, the new scoring head too, whatever the compute
+        # dtype of the hidden states it reads (float32 on a CPU): the head reads them in its own dtype
+        for name in ("score", "classifier"):
+            head = getattr(model, name, None)
+            if head is not None and hasattr(head, "weight"):
+                head.register_forward_pre_hook(_inputs_in_weight_dtype)
+    if tokenizer is not None and kind == SCORER:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    elif tokenizer is not None:
         align_special_tokens(model, tokenizer)
     return model
+
+
+def _inputs_in_weight_dtype(module, inputs):
+    return tuple(x.to(module.weight.dtype) if hasattr(x, "to") else x for x in inputs)
+
+
+def kind_of(path: str) -> str:
+    """What a saved model (or adapter) folder holds: a sequence classifier (a reward model) or a causal LM."""
+    import json
+
+    for name in ("adapter_config.json", "config.json"):
+        try:
+            with open(os.path.join(path, name)) as f:
+                values = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if values.get("task_type") == "SEQ_CLS" or any("ForSequenceClassification" in a
+                                                       for a in values.get("architectures") or []):
+            return SCORER
+        if name == "config.json" or values.get("task_type"):
+            return "causal-lm"
+    return "causal-lm"
 
 
 @contextlib.contextmanager
@@ -307,20 +349,26 @@ def outside_zero3():
         deepspeed._hf_deepspeed_config_weak_ref = saved
 
 
-def load_trained(path: str, dtype: str = "float32", chat_template: str | None = None):
+def load_trained(path: str, dtype: str = "float32", chat_template: str | None = None, kind: str | None = None):
     """(model, tokenizer) of a short name, a saved model folder, or a LoRA adapter folder on its base model, whole
-    on this process (on the CPU; also during a ZeRO-3 run)."""
+    on this process (on the CPU; also during a ZeRO-3 run). `kind`: what to load it as (default: what it holds; a
+    base model loaded as a sequence classifier gets a new scoring head, seeded)."""
     with outside_zero3():
-        return _load_trained(path, dtype, chat_template)
+        return _load_trained(path, dtype, chat_template, kind)
 
 
-def _load_trained(path: str, dtype: str, chat_template: str | None):
+def _load_trained(path: str, dtype: str, chat_template: str | None, kind: str | None = None):
     import json
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     path = resolve_model(path)
+    kind = kind or kind_of(path)
+    model_class = auto_class(kind)
+    extra = {"num_labels": 1} if kind == SCORER else {}
+    if kind == SCORER:
+        torch.manual_seed(0)  # a head the checkpoint lacks starts the same in every process
     adapter_config = os.path.join(path, "adapter_config.json")
     torch_dtype = getattr(torch, dtype)
     if os.path.isfile(adapter_config):
@@ -328,14 +376,14 @@ def _load_trained(path: str, dtype: str, chat_template: str | None):
 
         with open(adapter_config) as f:
             base = json.load(f)["base_model_name_or_path"]
-        model = AutoModelForCausalLM.from_pretrained(resolve_model(base), dtype=torch_dtype)
+        model = model_class.from_pretrained(resolve_model(base), dtype=torch_dtype, **extra)
         model = PeftModel.from_pretrained(model, path)
         if os.path.isfile(os.path.join(path, "generation_config.json")):
             from transformers import GenerationConfig
 
             model.generation_config = GenerationConfig.from_pretrained(path)
     elif os.path.isfile(os.path.join(path, "config.json")):
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        model = model_class.from_pretrained(path, dtype=torch_dtype, **extra)
     else:
         raise ConfigError(f"{path!r} holds neither a model (config.json) nor a LoRA adapter (adapter_config.json).")
     return model, prepare_tokenizer(AutoTokenizer.from_pretrained(path), chat_template)
@@ -352,5 +400,6 @@ def merge_adapter(adapter_dir: str, target: str, dtype: str = "float32", save_dt
         merged = merged.to(getattr(torch, save_dtype))
     merged.save_pretrained(target)
     tokenizer.save_pretrained(target)
-    merged.generation_config.save_pretrained(target)
+    if merged.can_generate():
+        merged.generation_config.save_pretrained(target)
     return target

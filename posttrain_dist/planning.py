@@ -53,6 +53,10 @@ KNOWN_CONFIGS = {
         model_type="qwen3", hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
         num_attention_heads=32, num_key_value_heads=8, head_dim=128, vocab_size=151936,
         tie_word_embeddings=False, dtype="bfloat16"),
+    "Qwen/Qwen3-32B": dict(
+        model_type="qwen3", hidden_size=5120, intermediate_size=25600, num_hidden_layers=64,
+        num_attention_heads=64, num_key_value_heads=8, head_dim=128, vocab_size=151936,
+        tie_word_embeddings=False, dtype="bfloat16"),
     "meta-llama/Llama-3.1-8B-Instruct": dict(
         model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
         num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False,
@@ -197,6 +201,16 @@ def estimate(args, shapes: Shapes, env) -> Estimate:
     if method.reference(args):
         est.add("reference model", 0 if offload_params else frozen / shard_weights,
                 f"frozen copy for the {method.name.upper()} reference, {dtype}" + (sharding if shard_weights > 1 else ""))
+
+    for part, name in method.frozen_models(args):  # a teacher, reward models: frozen, in the run's dtype
+        try:
+            other = count(model_config(name)).parameters
+        except (ConfigError, OSError, ValueError) as error:
+            est.add(part, 0, f"{name}: not counted, its config is not readable here ({str(error).split(';')[0]})")
+            continue
+        est.add(part, 0 if offload_params else other * weight_bytes / shard_weights,
+                f"{name}: {other / 1e6:.1f} M parameters x {weight_bytes} bytes ({dtype}), frozen"
+                + (sharding if shard_weights > 1 else ""))
 
     train_bytes = adapter_bytes if model.use_peft else weight_bytes
     if env.kind == "fsdp" and not model.use_peft and str(accelerate.get("mixed_precision")) in ("bf16", "fp16"):

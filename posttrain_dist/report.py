@@ -43,7 +43,8 @@ def write(trainer, run) -> dict:
         return {}
     args = run.args
     started = time.perf_counter()
-    evaluators = chosen(args, trainer, methods.get(args.method).evaluators)
+    method = methods.get(args.method)
+    evaluators = chosen(args, trainer, method.evaluators, method.shared_evaluators)
     result = compare(args, evaluators, args.model.model_name_or_path, args.training.output_dir)
     result["seconds"] = round(time.perf_counter() - started, 1)
     print(result.pop("text"), flush=True)

@@ -299,6 +299,12 @@ def resolve(name: str, training_args=None, checked_only: bool = False, recipe=No
 
     if name in rewards_openr1.OPEN_R1 or name in rewards_openr1.SANDBOX:
         return rewards_openr1.build(name, training_args, recipe)
+    from . import reward_models
+
+    if reward_models.is_learned(name):
+        if checked_only:
+            return reward_models.stand_in(name)
+        return reward_models.LearnedReward(name)
     if name in TRL_REWARDS:
         if training_args is None:
             from types import SimpleNamespace
@@ -314,7 +320,8 @@ def resolve(name: str, training_args=None, checked_only: bool = False, recipe=No
         if not callable(function):
             raise ConfigError(f"reward {name!r} is not a function.")
         return function
-    raise ConfigError(f"unknown reward {name!r}; registered: {', '.join(known())}, or give `package.module:function`.")
+    raise ConfigError(f"unknown reward {name!r}; registered: {', '.join(known())}, or give `package.module:function`, "
+                      "or a reward model as `model:PATH`.")
 
 
 def build(names: list[str], training_args=None, checked_only: bool = False, recipe=None) -> list:

@@ -334,7 +334,8 @@ class RunFolder:
         dtype = str(getattr(model.config, "dtype", None) or "float32").replace("torch.", "")
         if main:
             tokenizer.save_pretrained(self.path)
-            model.generation_config.save_pretrained(self.path)
+            if model.can_generate():  # a reward model scores; it generates nothing
+                model.generation_config.save_pretrained(self.path)
             history = trainer.state.log_history
             final = next((entry for entry in reversed(history) if "train_runtime" in entry), {})
             self.metrics = {"final": final, "global_step": trainer.state.global_step, "log_history": history}

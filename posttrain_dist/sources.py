@@ -29,6 +29,10 @@ BUILTIN = {
     # the context-distillation example's teacher prompts: the identity questions (`answer`: the name the teacher's
     # answer must state) and unrelated prompts (`avoid`: the name their answer must not state) of the splits above
     "context-distillation": {"train": "context_distillation_prompts.jsonl"},
+    # the learned-reward example (assets/make_quality_pairs.py): sft-basics' questions, the direct answer preferred
+    # over a padded, cut-off, off-topic or evasive one (pairs), and the same questions as prompts
+    "quality-pairs": {"train": "quality_pairs_train.jsonl", "test": "quality_pairs_heldout.jsonl"},
+    "basics-prompts": {"train": "basics_prompts_train.jsonl", "test": "basics_prompts_heldout.jsonl"},
     # simple questions with accepted answers (`prompt`, `accept`): does general knowledge survive training?
     "simple-questions": {"test": "simple_questions.jsonl"},
 }

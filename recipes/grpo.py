@@ -1,4 +1,4 @@
-"""Group relative policy optimization: sample several answers per prompt, learn from verifiable rewards.
+"""Group relative policy optimization: sample several answers per prompt, learn from verifiable rewards or a reward model.
 
 Rewards are named in the config (`reward_funcs`, weighed by `reward_weights`) and read the data set's
 columns; `builtin:arithmetic` and `builtin:countdown` are generated locally. On CPU trl generates with
@@ -32,9 +32,12 @@ def main(argv=None):
     train, evaluation_data, reward_functions = online.load(args, tokenizer, method=METHOD)
 
     # 3. Model, and 4. trainer: trl samples `num_generations` answers per prompt and weighs each by its group-relative reward.
+    #    A reward model in `reward_funcs` (`model:PATH`) loads here too, with its own tokenizer and chat template.
+    reward_models, reward_tokenizers = online.trl_rewards(reward_functions, args)
     trainer = GRPOTrainer(
         model=modeling.load_model(args.model, args.training, tokenizer, args.env),
-        reward_funcs=reward_functions,
+        reward_funcs=reward_models,
+        reward_processing_classes=reward_tokenizers,
         args=args.training,
         train_dataset=train,
         eval_dataset=evaluation_data,

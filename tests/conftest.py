@@ -33,7 +33,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), os.environ.ge
 # `make test` (xdist --dist loadfile --no-loadscope-reorder) each worker takes whole modules in this order, so the
 # long ones run side by side instead of one of them last.
 LONGEST_FIRST = ("test_distributed", "test_learning_distillation", "test_slurm", "test_learning_identity",
-                 "test_preset_matrix", "test_learning", "test_dpo", "test_grpo", "test_sft")
+                 "test_preset_matrix", "test_learning_reward", "test_methods", "test_learning", "test_dpo",
+                 "test_grpo", "test_sft")
 
 
 def pytest_collection_modifyitems(items):
@@ -139,21 +140,38 @@ def read_safetensors(path) -> dict:
     return load_file(str(path))
 
 
-# Presets that read data an earlier command writes (the README's `curate distill` before
-# sft_distill_identity.yaml): the file, relative to where the user runs.
+# Presets that read what an earlier command writes (the README's `curate distill` before sft_distill_identity.yaml,
+# the reward model before GRPO against it, the SFT teacher before on-policy distillation): the path, relative to
+# where the user runs, and what it is.
 MADE_BY_AN_EARLIER_COMMAND = {
-    "sft_distill_identity.yaml": "outputs/context-distillation/teacher.jsonl",
+    "smollm2-135m/sft_distill_identity.yaml": ("outputs/context-distillation/teacher.jsonl", "data"),
+    "smollm2-135m/grpo_learned_reward.yaml": ("outputs/smollm2-135m-reward-full", "reward model"),
+    "smollm2-135m/distillation.yaml": ("outputs/smollm2-135m-sft-full", "language model"),
 }
 
 
 def where_presets_find_their_data(preset, tmp_path, monkeypatch) -> None:
-    """For a preset whose data an earlier command writes: work in tmp_path, where that file now exists (a few
-    SFT rows in the `messages` layout that `curate distill` writes)."""
-    made = MADE_BY_AN_EARLIER_COMMAND.get(Path(preset).name)
-    if made:
-        monkeypatch.chdir(tmp_path)
-        Path(made).parent.mkdir(parents=True, exist_ok=True)
-        write_numbered_conversations(made, 24)
+    """For a preset that reads what an earlier command writes: work in tmp_path, where it now exists (a few SFT rows
+    in the `messages` layout that `curate distill` writes; the tiny model as a reward model or a language model)."""
+    made = MADE_BY_AN_EARLIER_COMMAND.get(f"{Path(preset).parent.name}/{Path(preset).name}")
+    if not made:
+        return
+    path, what = made
+    monkeypatch.chdir(tmp_path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if what == "data":
+        write_numbered_conversations(path, 24)
+        return
+    import shutil
+
+    from posttrain_dist.modeling import resolve_model
+
+    shutil.copytree(resolve_model(TINY), path, dirs_exist_ok=True)  # copied, not loaded: plan tests forbid loading
+    if what == "reward model":  # the same weights read as a sequence classifier with one output (a fresh head)
+        config = json.loads((Path(path) / "config.json").read_text())
+        config.update(architectures=[config["architectures"][0].replace("ForCausalLM", "ForSequenceClassification")],
+                      id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0})
+        (Path(path) / "config.json").write_text(json.dumps(config))
 
 
 @pytest.fixture

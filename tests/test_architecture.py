@@ -1,5 +1,5 @@
 """The shape of the package: no import cycles (module-level or inside functions), config.py imports nothing of
-ours but errors, and no module grows far past 400 lines."""
+ours but errors, no module grows far past 400 lines, and no module outside a method branches on its name."""
 
 import ast
 from pathlib import Path
@@ -83,3 +83,30 @@ def test_what_a_recipe_imports_first_is_light():
 def test_no_module_is_far_past_400_lines():
     long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 420}
     assert not long, long
+
+
+def test_no_module_outside_a_method_branches_on_its_name():
+    """A method is one place (posttrain_dist/methods/NAME.py, registered in methods/__init__.py): no other module
+    compares with a method's name, keys a table by it or offers it as a choice. (Passing a name as a plain argument,
+    as the identity demo does with "dpo", is not branching.)"""
+    from posttrain_dist import methods
+
+    names = set(methods.names())
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel == "methods/__init__.py":
+            continue
+        own = {path.stem} if rel.startswith("methods/") else set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                parts = [node.left, *node.comparators]
+            elif isinstance(node, ast.Dict):
+                parts = [k for k in node.keys if k is not None]
+            elif isinstance(node, ast.keyword) and node.arg == "choices":
+                parts = [node.value]
+            else:
+                continue
+            named = {c.value for part in parts for c in ast.walk(part) if isinstance(c, ast.Constant)} & names
+            found += [f"{rel}:{node.lineno} names {name!r}" for name in sorted(named - own)]
+    assert not found, found

@@ -11,6 +11,8 @@ from pathlib import Path
 import datasets
 import pytest
 
+from posttrain_dist import methods
+
 from conftest import RECIPES, launch, read_safetensors
 
 # preset -> the accelerate config it is meant for (as its header says)
@@ -22,6 +24,10 @@ MEANT = {
     "dpo_lora.yaml": "zero3",
     "grpo_countdown_colocate.yaml": "zero3",
     "grpo_countdown_vllm_server.yaml": "zero3",
+    "reward_full.yaml": "zero3",
+    "kto_full.yaml": "zero3",
+    "rloo_countdown_colocate.yaml": "zero3",
+    "distillation.yaml": "zero3",
 }
 CPU_TWIN = {"zero3": "cpu_zero3", "zero2": "cpu_zero2", "ddp": "cpu_ddp", "fsdp2": "cpu_fsdp2"}
 # What a CPU cannot do, and what runs instead, where a preset sets it. Nothing else of a preset changes.
@@ -35,7 +41,10 @@ CPU_FORCES = {
 # in the same layouts (train and test splits).
 SCALE = {"model_name_or_path": "tiny-random-qwen3", "max_steps": "2", "max_length": "64", "max_completion_length": "16",
          "dataset_config": "none"}
-HUB_DATA = {"HuggingFaceTB/smoltalk": "smoltalk", "trl-lib/ultrafeedback_binarized": "ultrafeedback"}
+HUB_DATA = {"HuggingFaceTB/smoltalk": "smoltalk", "trl-lib/ultrafeedback_binarized": "ultrafeedback",
+            "openai/gsm8k": "gsm8k"}
+# a second model a preset names (the distillation teacher): the tiny one, as the model itself
+SCALE_OTHERS = {"teacher_model_name_or_path": "tiny-random-qwen3"}
 HOOKS = ["--callbacks", "hooks:RecordCheckpointing", "hooks:ExitTime"]
 
 
@@ -52,8 +61,10 @@ def hub_copies(tmp_path_factory):
     pairs = [{"chosen": [turn("user", f"What is {i} plus one?"), turn("assistant", f"{i + 1}.")],
               "rejected": [turn("user", f"What is {i} plus one?"), turn("assistant", f"{i + 2}.")],
               "score_chosen": 9.0, "score_rejected": 2.0} for i in range(48)]
+    questions = [{"question": f"Tom has {i} apples and buys 3 more. How many now?", "answer": f"... #### {i + 3}"}
+                 for i in range(48)]
     folders = {}
-    for name, rows in (("smoltalk", chats), ("ultrafeedback", pairs)):
+    for name, rows in (("smoltalk", chats), ("ultrafeedback", pairs), ("gsm8k", questions)):
         (root / name / "data").mkdir(parents=True)
         for split, part in (("train", rows[:40]), ("test", rows[40:])):
             datasets.Dataset.from_list(part).to_parquet(str(root / name / "data" / f"{split}-00000-of-00001.parquet"))
@@ -68,7 +79,8 @@ def run_preset(preset: Path, hub_copies, output_dir) -> dict:
     overrides = {**{k: v for k, v in CPU_FORCES.items() if k in raw}, **SCALE}
     if raw.get("dataset_name") in HUB_DATA:
         overrides["dataset_name"] = hub_copies[HUB_DATA[raw["dataset_name"]]]
-    if raw["method"] != "grpo":
+    overrides.update({k: v for k, v in SCALE_OTHERS.items() if k in raw})
+    if methods.get(raw["method"]).unit != "prompts":  # methods that generate take a completion length instead
         overrides.pop("max_completion_length")
     else:
         overrides.pop("max_length")

@@ -116,7 +116,9 @@ def vllm_server(args) -> None:
     from .. import environment, launching, parsing, resources
 
     # The server only reads the model and the port: the training nodes own the run (and its output folder).
-    run = parsing.parse("grpo", ["--config", resources.preset(args.preset)], environment.Environment(for_gpus=True))
+    preset = resources.preset(args.preset)  # a GRPO or RLOO preset: the method its own `method:` line names
+    run = parsing.parse(parsing.preset_method(preset) or "grpo", ["--config", preset],
+                        environment.Environment(for_gpus=True))
     gpus = max(1, launching.gpus_on_node(dict(os.environ)))
     cmd = ["trl", "vllm-serve", "--model", run.model.model_name_or_path, *launching.vllm_parallelism(gpus),
            "--port", str(run.training.vllm_server_port), "--host", server_host()]

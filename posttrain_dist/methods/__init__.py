@@ -11,9 +11,9 @@ from .base import Method
 
 
 def _registry() -> dict[str, Method]:
-    from . import dpo, grpo, sft
+    from . import distillation, dpo, grpo, kto, reward, rloo, sft
 
-    return {module.METHOD.name: module.METHOD for module in (sft, dpo, grpo)}
+    return {module.METHOD.name: module.METHOD for module in (sft, dpo, kto, grpo, rloo, reward, distillation)}
 
 
 METHODS: dict[str, Method] = _registry()

@@ -32,7 +32,9 @@ class Method:
     generation: Callable[[Any], tuple[int, int] | None] = lambda args: None  # (rows, tokens) of a generation cache
     checks: tuple = ()  # args -> None: checks of its own fields that span modules, before anything loads
     evaluators: tuple = ()  # evaluation.Evaluator classes of its own (GRPO: held-out rewards)
+    shared_evaluators: bool = True  # also the answers, simple questions, perplexity (not for a model that only scores)
     data_source: Callable[[Any], tuple[Any, str]] | None = None  # args -> (source, note) report.md names
     makes_its_data: Callable[[Any], bool] = lambda args: False  # no data set to check: the run curates its own
     model_kind: str = "causal-lm"  # what it trains: a causal LM, or a "sequence-classifier" (reward models)
-    teacher: Callable[[Any], str | None] = lambda args: None  # a second model it loads (distillation's teacher)
+    # frozen models it loads besides the trained one and its reference, for `plan`'s memory rows: (part, reference)
+    frozen_models: Callable[[Any], list[tuple[str, str]]] = lambda args: []

@@ -39,4 +39,5 @@ METHOD = Method(
     "grpo", "group relative policy optimization: learn from the rewards of sampled answers", GRPORecipeArgs, GRPOArgs,
     layouts=formats.PROMPT, panels=PANELS, unit="prompts", examples_per_step=online.examples_per_step,
     plan_rows=online.plan_rows, tokens=online.tokens, reference=online.reference, generation=online.generation_cache,
+    frozen_models=online.reward_models_of,
     checks=(online.check,), evaluators=(online.HeldOutRewards,))

@@ -57,11 +57,6 @@ class OnlineArgs(RecipeArgs):
     def __post_init__(self):
         super().__post_init__()
         if not self.reward_funcs:
-            raise ConfigError("`reward_funcs` is empty; GRPO learns from at least one reward.")
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.reward_funcs:
             raise ConfigError("`reward_funcs` is empty: online RL learns from at least one reward.")
 
 
@@ -138,6 +133,22 @@ def load(args, tokenizer=None, checked_only: bool = False, method=READS):
     return train, evaluation_data, functions
 
 
+def trl_rewards(functions: list, args) -> tuple[list, list]:
+    """What trl takes: (reward_funcs, reward_processing_classes), each reward model (`model:PATH`) loaded in the run's
+    dtype with its own tokenizer (under ZeRO-3 partitioned as it loads; trl prepares it like the reference)."""
+    from .. import reward_models
+
+    return reward_models.for_trainer(functions, args.model, args.training, args.env)
+
+
+def reward_models_of(args) -> list[tuple[str, str]]:
+    """The reward models among the rewards (`model:PATH`), for `plan`'s memory rows."""
+    from .. import reward_models
+
+    return [("reward model", reward_models.reference(name)) for name in args.recipe.reward_funcs
+            if reward_models.is_learned(name)]
+
+
 def plan_rows(args) -> tuple:
     import os
 
@@ -198,9 +209,8 @@ class HeldOutRewards(evaluation.Evaluator):
     def __init__(self, args, trainer=None):
         super().__init__(args)
         recipe = args.recipe
-        # the run's own reward functions, as the trainer holds them (built once, by the recipe)
-        self.functions = list(trainer.reward_funcs) if trainer is not None else rewards.build(
-            recipe.reward_funcs, args.training, recipe=recipe)
+        # the run's own rewards; a reward model scores on this process, as trl scores with it during training
+        self.functions = rewards.build(recipe.reward_funcs, args.training, recipe=recipe)
         held = sources.load_source(recipe.dataset_name, recipe.dataset_test_split, recipe.dataset_config,
                                 split_option="dataset_test_split")
         held = held.select(range(min(recipe.reward_eval_size, len(held))))
@@ -215,7 +225,8 @@ class HeldOutRewards(evaluation.Evaluator):
         completions = [[{"role": "assistant", "content": t}] if isinstance(p, list) else t for p, t in zip(prompts, texts)]
         columns = {c: list(self.held[c]) for c in self.held.column_names if c != "prompt"}
         scored = rewards.score(self.functions, self.args.training.reward_weights, prompts, completions, ids, **columns)
-        return {**scored, "prompts": len(prompts), "examples": texts[:8]}
+        asked = [p[-1]["content"] if isinstance(p, list) else p for p in prompts[:8]]
+        return {**scored, "prompts": len(prompts), "examples": texts[:8], "asked": asked}
 
     def summary(self, before, after):
         return {"reward_before": before["mean"], "reward_after": after["mean"], "rewards_before": before["rewards"],
@@ -228,5 +239,6 @@ class HeldOutRewards(evaluation.Evaluator):
         line = (f"Mean reward of greedy answers to {summary['reward_prompts']} held-out prompts "
                 f"(`{recipe.dataset_name}` [{recipe.dataset_test_split}]): {summary['reward_before']:.3f} before, "
                 f"{summary['reward_after']:.3f} after ({per})")
-        examples = [{"prompt": "", "before": b, "after": a} for b, a in zip(before["examples"], after["examples"])]
-        return "\n" + line, ["## Held-out rewards", "", line, "", generation.markdown_table(examples, ("before", "after")), ""]
+        examples = [{"prompt": p, "before": b, "after": a}
+                    for p, b, a in zip(after.get("asked", []), before["examples"], after["examples"])]
+        return "\n" + line, ["## Held-out rewards", "", line, "", generation.markdown_table(examples), ""]
