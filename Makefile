@@ -54,8 +54,9 @@ demo:
 # marks group nothing (xdist 3.8 renames `item._nodeid`, which pytest no longer reads), and a module split over
 # both workers started two Slurm clusters at once.
 PYTEST_WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
+# The 30 slowest tests are listed at the end: where the suite's time goes (it should stay under 45 minutes on 2 cores).
 test: install slurm-deps
-	$(PY) -m pytest -q $(PYTEST_WORKERS)
+	$(PY) -m pytest -q $(PYTEST_WORKERS) --durations=30
 
 # Debian's Slurm and munge, for the tests that start a two-node Slurm on this machine (marker `slurm`).
 slurm-deps:
