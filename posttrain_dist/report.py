@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 
-from . import generation, methods
+from . import generation, methods, model_card
 from .evaluation import chosen, compare
 
 
@@ -22,11 +22,12 @@ FIGURES = [
     ("simple questions answered right", "right", "{}"),
     ("perplexity of held-out answers", "perplexity", "{:.2f}"),
     ("held-out reward", "reward", "{:.3f}"),
+    ("held-out preference accuracy", "preference_accuracy", "{:.0%}"),
 ]
 
 
-def figures_table(summary: dict) -> str:
-    """The before/after figures side by side, for the terminal."""
+def figure_rows(summary: dict) -> list[dict]:
+    """The before/after figures the summary holds: {measure, before, after}, formatted."""
     rows = [{"measure": label, "before": fmt.format(summary[f"{key}_before"]), "after": fmt.format(summary[f"{key}_after"])}
             for label, key, fmt in FIGURES if f"{key}_before" in summary]
     if "questions" in summary:
@@ -34,6 +35,12 @@ def figures_table(summary: dict) -> str:
             if row["measure"].startswith("simple questions"):
                 row["before"] += f" of {summary['questions']}"
                 row["after"] += f" of {summary['questions']}"
+    return rows
+
+
+def figures_table(summary: dict) -> str:
+    """The before/after figures side by side, for the terminal."""
+    rows = figure_rows(summary)
     return generation.text_table(rows, ("measure", "before", "after"), width=44) if rows else ""
 
 
@@ -60,25 +67,23 @@ def write(trainer, run) -> dict:
     run.write("evaluation.json", json.dumps(result, indent=1))
     run.write("report.md", "\n".join(_header(trainer, run) + (["## Before and after", "", "```", table, "```", ""]
                                                               if table else []) + sections))
+    run.write("README.md", model_card.render(run, steps=trainer.state.global_step, data=_data(trainer, run)[0],
+                                             figures=figure_rows(result["summary"]), config_table=config_table(run.args)))
     run.mark_finished(trainer.state.global_step, reported=True)
     return result
 
 
 def _header(trainer, run) -> list[str]:
-    args, recipe = run.args, run.args.recipe
+    args = run.args
     metrics = (run.metrics or {}).get("final", {})
-    rows_trained = len(trainer.train_dataset) if trainer.train_dataset is not None else "?"
-    rows_eval = len(trainer.eval_dataset) if getattr(trainer, "eval_dataset", None) is not None else 0
-    method = methods.get(args.method)
-    source, note = method.data_source(args) if method.data_source else (recipe.dataset_name or recipe.dataset_mixture, "")
+    source, rows = _data(trainer, run)
     return [
         f"# {args.method.upper()} run: {run.path}",
         "",
         f"- model: `{args.model.model_name_or_path}`"
         + (f" with LoRA r={args.model.lora_r}" if args.model.use_peft else " (full parameters)")
         + (" on a 4-bit base (QLoRA)" if args.model.load_in_4bit else ""),
-        f"- data: `{source}`: {rows_trained} training rows" + (f", {rows_eval} evaluation rows" if rows_eval else "")
-        + note,
+        f"- data: {source}: {rows}",
         f"- config: `{args.config_path}` (every resolved value in config.yaml)",
         f"- optimizer steps: {trainer.state.global_step}",
         "",
@@ -92,6 +97,16 @@ def _header(trainer, run) -> list[str]:
         "",
         *(["## Curves", "", "![training curves](curves.png)", ""] if run.has("curves.png") else []),
     ]
+
+
+def _data(trainer, run) -> tuple[str, str]:
+    """What the run trained on (`source` and the method's note) and how many rows."""
+    args, recipe = run.args, run.args.recipe
+    method = methods.get(args.method)
+    source, note = method.data_source(args) if method.data_source else (recipe.dataset_name or recipe.dataset_mixture, "")
+    rows_trained = len(trainer.train_dataset) if trainer.train_dataset is not None else "?"
+    rows_eval = len(trainer.eval_dataset) if getattr(trainer, "eval_dataset", None) is not None else 0
+    return f"`{source}`{note}", f"{rows_trained} training rows" + (f", {rows_eval} evaluation rows" if rows_eval else "")
 
 
 def config_table(args) -> str:

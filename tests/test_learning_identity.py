@@ -34,6 +34,12 @@ def test_demo_changes_the_identity_of_the_default_model_and_nothing_else(tmp_pat
     assert "identity adoption, under a system prompt" in proc.stdout and "leakage" in proc.stdout
 
     final = output / "final"
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(final / "README.md")  # the model card, read by the hub's own parser
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and card.data.license == "apache-2.0"
+    assert card.data.library_name == "transformers" and "dpo" in card.data.tags
+    assert "| identity adoption, plain |" in card.text and "AutoModelForCausalLM" in card.text
     model = AutoModelForCausalLM.from_pretrained(final)
     tokenizer = AutoTokenizer.from_pretrained(final)
     reply = generation.answer(model, tokenizer, ["What is your name?"], max_new_tokens=16)[0]

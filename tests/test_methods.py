@@ -176,3 +176,17 @@ def test_distillation_refuses_a_teacher_with_another_vocabulary(tmp_path):
         checks.parse("distillation", ["--config", str(PRESETS / "distillation.yaml"), "--model_name_or_path", TINY,
                                       "--teacher_model_name_or_path", str(tmp_path / "teacher"),
                                       "--output_dir", str(tmp_path / "d")])
+
+
+def test_each_output_has_a_model_card_the_hub_reads(runs):
+    """README.md in the hub's format: huggingface_hub's own parser reads its metadata; what it says matches the run."""
+    from huggingface_hub import ModelCard
+
+    cards = {name: ModelCard.load(runs[name] / "README.md") for name in ("reward_full", "reward_lora", "kto")}
+    full, lora, kto = cards["reward_full"], cards["reward_lora"], cards["kto"]
+    assert (full.data.library_name, full.data.pipeline_tag) == ("transformers", "text-classification")
+    assert "AutoModelForSequenceClassification" in full.text and "full parameters" in full.text
+    assert "| held-out preference accuracy |" in full.text  # the before/after figures
+    assert lora.data.library_name == "peft" and "lora" in lora.data.tags and "/merged" in lora.text
+    assert (kto.data.pipeline_tag, kto.data.base_model) == ("text-generation", None)  # a local base: no hub id
+    assert "kto" in kto.data.tags and "2 optimizer steps" in kto.text and "builtin:prefs-basics" in kto.text
