@@ -1,6 +1,6 @@
 """Benchmarks of data preparation and of the whole process, against plain trl on the same rows and settings.
 
-    python benchmarks/run.py sft-preparation     SFT conversations of 2-4 turns: 10k, 100k, 500k rows
+    python benchmarks/run.py sft-preparation     SFT conversations of 2-4 turns: 10k, 100k, 500k rows (--sizes)
     python benchmarks/run.py whole-process       DPO and GRPO recipes vs trl: whole process and training alone
 
 sft-preparation: seconds from the raw `messages` JSONL to token ids and labels, ours (posttrain_dist.data +
@@ -44,6 +44,7 @@ def conversations(path: str, rows: int, seed: int = 0) -> str:
 def side(which: str, data_file: str) -> dict:
     """One side, in this process: seconds to prepare, rows and tokens per epoch."""
     from posttrain_dist import checks, data, modeling, sequences
+    from posttrain_dist.methods.sft import METHOD
 
     args = checks.parse("sft", ["--model_name_or_path", "tiny-random-llama", "--dataset_name", data_file,
                                 "--output_dir", "/tmp/posttrain-dist-bench-unused", "--report_to", "none",
@@ -51,8 +52,8 @@ def side(which: str, data_file: str) -> dict:
     tokenizer = modeling.load_tokenizer(args.model)
     if which == "ours":
         start = time.perf_counter()
-        train, _ = data.load_for("sft", args.recipe, seed=42)
-        prepared = sequences.tokenize(train, tokenizer, args.training, "auto", "benchmark")
+        train, _ = data.load_for(METHOD, args.recipe, seed=42)
+        prepared = sequences.tokenize(train, tokenizer, args.training, args.recipe.multi_turn, "benchmark")
     else:
         import datasets
         from transformers import AutoModelForCausalLM
@@ -86,9 +87,9 @@ def sft_preparation(args, write) -> None:
 
     rows, figures = [], {}
     with tempfile.TemporaryDirectory() as folder:
-        for size in (10_000, 100_000, 500_000):
+        for size in args.sizes:
             path = conversations(os.path.join(folder, f"conversations{size}.jsonl"), size)
-            rounds = 2 if size < 500_000 else 1
+            rounds = args.rounds if size < 500_000 else 1
             for round_ in range(rounds):
                 for which in ("ours", "trl"):
                     result = _run_side(which, path)

@@ -355,6 +355,8 @@ def main() -> None:
     parser.add_argument("parts", nargs="*", help=f"gpu: the parts to run ({', '.join(GPU_PARTS)}; default: all but qlora)")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--sizes", type=lambda text: [int(x) for x in text.split(",")], default=[10_000, 100_000, 500_000],
+                        help="sft-preparation: the numbers of rows, comma-separated")
     args = parser.parse_args()
     if args.name == "gpu":
         import gpu

@@ -41,6 +41,18 @@ def test_skewed_data_is_mostly_short(tmp_path):
     assert 0.05 < len(long) / len(rows) < 0.15 and words[len(words) // 2] <= 30
 
 
+def test_both_sides_of_the_preparation_benchmark_prepare_the_same_tokens(tmp_path):
+    """benchmarks/run.py sft-preparation, at 40 rows: each side runs (as its own process does) and they hold the
+    same tokens per epoch; ours trains the assistant tokens only, trl (no generation markers) every token."""
+    import preparation
+
+    path = preparation.conversations(str(tmp_path / "c.jsonl"), 40)
+    ours, trl = preparation._run_side("ours", path), preparation._run_side("trl", path)
+    assert ours["rows"] == trl["rows"] == 40
+    assert ours["tokens"] == trl["tokens"] > 0
+    assert 0 < ours["trained_tokens"] < trl["trained_tokens"] == trl["tokens"]
+
+
 # ---------------------------------------------------------------- the GPU kit, on what a CPU can run of it
 
 import gpu  # noqa: E402
