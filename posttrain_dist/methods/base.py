@@ -15,6 +15,25 @@ def _rows(args) -> tuple[int | None, str, list[str]]:  # pragma: no cover - repl
     return None, "not counted", []
 
 
+def on_the_hub(args) -> tuple | None:
+    """`plan_rows`'s answer for hub data, which plan does not read; None when the data is local or built in."""
+    from .. import data
+
+    hub = data.hub_sources(args.recipe)
+    return (None, f"on the hub ({', '.join(hub)}); plan reads and checks local and built-in data only", []) if hub else None
+
+
+def count_rows(args, reads, how: str) -> tuple:
+    """`plan_rows` through the recipe's own data code: the rows one epoch trains on, every row checked."""
+    from .. import data
+
+    hub = on_the_hub(args)
+    if hub:
+        return hub
+    train, _ = data.load_for(reads, args.recipe, seed=args.training.seed)
+    return len(train), how, []
+
+
 @dataclass(frozen=True)
 class Method:
     name: str

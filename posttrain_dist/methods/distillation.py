@@ -15,7 +15,7 @@ import trl
 from .. import formats
 from ..config import RecipeArgs, RunDefaults
 from ..errors import ConfigError
-from .base import Method
+from .base import Method, count_rows
 from .online import READS
 
 
@@ -82,13 +82,7 @@ def check(args) -> None:
 
 
 def plan_rows(args) -> tuple:
-    from .. import data
-
-    hub = data.hub_sources(args.recipe)
-    if hub:
-        return None, f"on the hub ({', '.join(hub)}); plan reads and checks local and built-in data only", []
-    train, _ = data.load_for(READS, args.recipe, seed=args.training.seed)
-    return len(train), "prompts after the data checks", []
+    return count_rows(args, READS, "prompts after the data checks")
 
 
 def tokens(args) -> tuple[int, str]:

@@ -14,7 +14,7 @@ import trl
 from .. import formats, identity
 from ..config import RecipeArgs, RunDefaults, _field
 from ..errors import ConfigError, warn
-from .base import Method
+from .base import Method, count_rows
 
 
 @dataclass
@@ -112,8 +112,6 @@ def check(args) -> None:
 
 
 def plan_rows(args) -> tuple:
-    from .. import data
-
     recipe = args.recipe
     if recipe.identity_new_name:
         from .. import curation
@@ -125,11 +123,7 @@ def plan_rows(args) -> tuple:
         contrast = min(unrelated, round(recipe.identity_contrast_ratio * pairs))
         return pairs + contrast, (f"{pairs} identity pairs (questions x ways x samples) + {contrast} contrast pairs, "
                                   "before dropping"), []
-    hub = data.hub_sources(recipe)
-    if hub:
-        return None, f"on the hub ({', '.join(hub)}); plan reads and checks local and built-in data only", []
-    train, _ = data.load_for(METHOD, recipe, seed=args.training.seed)
-    return len(train), "pairs after mixing, splitting and conversion", []
+    return count_rows(args, METHOD, "pairs after mixing, splitting and conversion")
 
 
 def tokens(args) -> tuple[int, str]:

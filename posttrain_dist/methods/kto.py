@@ -15,7 +15,7 @@ import trl
 from .. import formats
 from ..config import RecipeArgs, RunDefaults
 from ..errors import ConfigError, DataError
-from .base import Method
+from .base import Method, count_rows
 from .dpo import drop_identical_pairs
 
 
@@ -75,13 +75,7 @@ PANELS = [
 
 
 def plan_rows(args) -> tuple:
-    from .. import data
-
-    hub = data.hub_sources(args.recipe)
-    if hub:
-        return None, f"on the hub ({', '.join(hub)}); plan reads and checks local and built-in data only", []
-    train, _ = data.load_for(METHOD, args.recipe, seed=args.training.seed)
-    return len(train), "answers after mixing, splitting, conversion and unpairing", []
+    return count_rows(args, METHOD, "answers after mixing, splitting, conversion and unpairing")
 
 
 def tokens(args) -> tuple[int, str]:

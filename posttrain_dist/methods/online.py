@@ -15,6 +15,7 @@ from .. import data, evaluation, formats, generation, rewards, sources
 from ..config import RecipeArgs, _field
 from ..errors import ConfigError
 from ..rewards_openr1 import DEFAULTS as OPEN_R1
+from .base import on_the_hub
 
 
 @dataclass
@@ -154,9 +155,9 @@ def plan_rows(args) -> tuple:
 
     from .. import modeling
 
-    hub = data.hub_sources(args.recipe)
+    hub = on_the_hub(args)
     if hub:
-        return None, f"on the hub ({', '.join(hub)}); plan reads and checks local and built-in data only", []
+        return hub
     # the tokenizer of a hub model may not be here (a login node without the hub): read only the cache then, at
     # once (the hub client would retry for most of a minute), and leave the lengths unchecked if it is not there
     name = args.model.model_name_or_path

@@ -17,7 +17,7 @@ import trl
 
 from .. import evaluation, formats
 from ..config import RecipeArgs, RunDefaults, _field
-from .base import Method
+from .base import Method, count_rows
 from .dpo import drop_identical_pairs
 
 
@@ -52,13 +52,7 @@ def check(args) -> None:
 
 
 def plan_rows(args) -> tuple:
-    from .. import data
-
-    hub = data.hub_sources(args.recipe)
-    if hub:
-        return None, f"on the hub ({', '.join(hub)}); plan reads and checks local and built-in data only", []
-    train, _ = data.load_for(METHOD, args.recipe, seed=args.training.seed)
-    return len(train), "pairs after mixing, splitting and conversion", []
+    return count_rows(args, METHOD, "pairs after mixing, splitting and conversion")
 
 
 def tokens(args) -> tuple[int, str]:

@@ -16,7 +16,7 @@ import trl
 from .. import formats, identity
 from ..config import RecipeArgs, RunDefaults
 from ..errors import DataError
-from .base import Method
+from .base import Method, on_the_hub
 
 
 @dataclass
@@ -45,9 +45,9 @@ def plan_rows(args) -> tuple:
     else a sample's mean times the rows, with the preparation's cost measured on it."""
     from .. import data, modeling, sequences
 
-    hub = data.hub_sources(args.recipe)
+    hub = on_the_hub(args)
     if hub:
-        return None, f"on the hub ({', '.join(hub)}); plan reads and checks local and built-in data only", []
+        return hub
     train, _ = data.load_for(METHOD, args.recipe, seed=args.training.seed)
     try:
         tokenizer = modeling.load_tokenizer(args.model, args.recipe.chat_template, args.training.trust_remote_code)
