@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from . import methods, modeling, parsing, references, sources
+from . import harness, hub, methods, modeling, parsing, references, sources
 from .config import Args
 from .errors import ConfigError, warn
 from .run_folder import RunFolder
@@ -54,6 +54,12 @@ def resolve_and_check(args: Args, hold: bool = True) -> RunFolder:
     for name in args.recipe.callbacks or []:
         references.check(name, "callback")  # exists; imported only when the run starts
     check_report_to(args.training.report_to)
+    hub.check(args.push, args.training.output_dir)
+    if args.recipe.eval_tasks:
+        if not method.shared_evaluators:
+            raise ConfigError(f"`eval_tasks` asks a language model; a {args.method} run trains another kind of model: "
+                              "drop it (run `posttrain-dist eval` on the policy instead).")
+        harness.check(args.recipe.eval_tasks)
     run = RunFolder(args)
     run.check()
     warn_out_of_range(args)

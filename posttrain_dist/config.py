@@ -79,6 +79,13 @@ class RecipeArgs:
         metadata={"help": "Questions asked before and after training (greedy); the answers go into the report."},
     )
     eval_max_new_tokens: int = field(default=64, metadata={"help": "Token budget for each before/after answer."})
+    eval_tasks: list[str] | None = _field(
+        None,
+        "lm-evaluation-harness tasks run before and after training (report.md, evaluation.json): names from its "
+        "registry (arc_easy, hellaswag, ...) or paths to task YAML files (a YAML over a local JSONL, for offline "
+        "clusters). `posttrain-dist eval` runs the same on any model.",
+    )
+    eval_tasks_limit: int | None = _field(None, "Rows per lm-eval task (lm-eval's `limit`); all by default.")
     auto_resume: bool = _field(
         True,
         "Resume from the newest complete checkpoint in output_dir (a requeued job continues where it "
@@ -108,6 +115,8 @@ class RecipeArgs:
     def __post_init__(self):
         limits.check(self)
         _unset(self, "dataset_test_split", "dataset_config", "perplexity_dataset", "general_questions")
+        if self.eval_tasks is not None and not all(isinstance(t, str) and t.strip() for t in self.eval_tasks):
+            raise ConfigError(f"`eval_tasks` must be a list of lm-eval task names or task files; got {self.eval_tasks!r}.")
         self.dataset_columns = _column_mapping(self.dataset_columns, "dataset_columns")
         if self.eval_split_size is not None and self.eval_split_size >= 1 and self.eval_split_size != int(self.eval_split_size):
             raise ConfigError(f"`eval_split_size` is a fraction below 1 or a whole number of rows; got {self.eval_split_size}.")
@@ -235,6 +244,7 @@ class Args:
     env: Any = None  # environment.Environment: device, processes, distributed kind
     exported: dict = field(default_factory=dict)  # what the config's `env:` block set in the environment
     migrated: list = field(default_factory=list)  # keys read under today's names (migrate.Change)
+    push: dict | None = None  # `push_to_hub`, held back from the trainer: pushed once at the end (hub.py)
 
     def resolved(self) -> dict[str, Any]:
         """Every field with its final value, as plain YAML-safe data (the run's resolved config)."""
@@ -243,6 +253,8 @@ class Args:
         values.update(_plain(dataclasses.asdict(self.model)))
         training = self.training.to_dict()
         values.update(_plain({k: v for k, v in training.items() if k in field_names(type(self.training))}))
+        if self.push is not None:  # what the user asked for, not the trainer's copy
+            values["push_to_hub"] = True
         return values
 
 

@@ -9,6 +9,7 @@ may also ask the base model through its own (`also_own_template`).
     answers            the config's `eval_prompts`, answered before and after
     general_questions  simple questions with reference answers (`general_questions`), the share answered right
     perplexity         perplexity of held-out answers (`perplexity_dataset`): does general ability survive?
+    benchmarks         lm-evaluation-harness tasks (`eval_tasks`): the standard benchmarks, or task files of yours
 
 and each method's own (`methods.Method.evaluators`): the identity change and its leakage (`identity`, for SFT
 and DPO), GRPO's held-out rewards, a reward model's held-out preference accuracy.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 
-from . import data, generation, sources
+from . import data, generation, harness, sources
 
 
 def mentions(text: str, name: str) -> bool:
@@ -181,9 +182,36 @@ class Perplexity(Evaluator):
         return line, ["## General ability", "", line, ""]
 
 
+class Benchmarks(Evaluator):
+    """lm-evaluation-harness tasks (`eval_tasks`), run the same on both models (`harness`)."""
+
+    name = "benchmarks"
+
+    @staticmethod
+    def applies(args) -> bool:
+        return bool(getattr(args.recipe, "eval_tasks", None))
+
+    def measure(self, model, tokenizer) -> dict:
+        recipe = self.args.recipe
+        return harness.run(model, tokenizer, list(recipe.eval_tasks), recipe.eval_tasks_limit)
+
+    def summary(self, before, after):
+        return {"benchmarks": [{"task": task, "metric": metric, "before": scores[metric],
+                                "after": after.get(task, {}).get(metric), "rows": scores["rows"]}
+                               for task, scores in before.items() for metric in harness.metrics(scores)]}
+
+    def section(self, before, after, summary):
+        rows = [{"task": r["task"], "metric": r["metric"], "before": f"{r['before']:.4f}",
+                 "after": f"{r['after']:.4f}" if r["after"] is not None else "?", "rows": str(r["rows"])}
+                for r in summary["benchmarks"]]
+        columns = ("task", "metric", "before", "after", "rows")
+        return ("\nlm-eval tasks before and after training:\n\n" + generation.text_table(rows, columns),
+                ["## lm-eval tasks before and after", "", generation.markdown_table(rows, columns), ""])
+
+
 # The measures every method may ask for; a method adds its own (`methods.Method.evaluators`: identity, held-out
 # rewards, preference accuracy), which come after the answers.
-EVALUATORS = {e.name: e for e in (Answers, GeneralQuestions, Perplexity)}
+EVALUATORS = {e.name: e for e in (Answers, GeneralQuestions, Perplexity, Benchmarks)}
 
 
 class NothingToMeasure(Exception):
@@ -193,7 +221,7 @@ class NothingToMeasure(Exception):
 def chosen(args, trainer=None, own: tuple = (), shared: bool = True) -> list[Evaluator]:
     """The evaluators the config asks for, each built once: the answers, the method's `own`, then the rest (`shared`:
     the ones that ask a model questions)."""
-    order = [Answers, *own, GeneralQuestions, Perplexity] if shared else list(own)
+    order = [Answers, *own, GeneralQuestions, Perplexity, Benchmarks] if shared else list(own)
     built = []
     for cls in order:
         if cls.applies(args):

@@ -80,13 +80,14 @@ RANGES: dict[str, tuple] = {
     "identity_temperature": (0, 100, True, False),
     "identity_contrast_ratio": (0, 1000, False, False),
     "reward_eval_size": (0, 10**6, False, False),
+    "eval_tasks_limit": (1, MAGNITUDE, False, False),
 }
 # what a value means, where a range alone does not say it
 HINTS = {"eval_split_size": " (a fraction of the training rows, e.g. 0.1, or a count of rows)", "max_steps": " (-1: train num_train_epochs)",
          "warmup_steps": " (below 1: a fraction of the steps)", "beta": " (the course uses 0.1 to 0.2 for DPO)",
          "learning_rate": " (1e-6 to 5e-5 is usual for full training, 5e-5 to 5e-4 for LoRA)"}
 # list[str] fields: a single string there is a mistake a YAML file makes easily (`eval_prompts: What is 2+2?`)
-TEXT_LISTS = ("eval_prompts", "reward_funcs", "callbacks", "identity_old_names")
+TEXT_LISTS = ("eval_prompts", "reward_funcs", "callbacks", "identity_old_names", "eval_tasks", "tools")
 EVAL_PROMPT_CHARS, EVAL_PROMPTS = 20_000, 1_000
 
 

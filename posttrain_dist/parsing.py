@@ -24,7 +24,7 @@ import trl
 import yaml
 
 from . import config
-from . import methods, migrate
+from . import hub, methods, migrate
 from .config import Args, ModelArgs, field_names
 from .errors import ConfigError
 
@@ -194,7 +194,10 @@ def parse(method: str, argv: list[str] | None = None, env=None) -> Args:
         if change.new in sources:
             sources[change.new] += f" (was {change.old})"
     _move_token(training, sources)
-    return Args(method, recipe, model, training, sources, config_path, env, exported, changes)
+    push = hub.hold(training)  # the trainer never pushes: the finished run is pushed once, at the end
+    if push is not None and sources["hub_strategy"] == "default":
+        push["strategy"] = None  # transformers' default, not a choice of the user's to remark on
+    return Args(method, recipe, model, training, sources, config_path, env, exported, changes, push)
 
 
 def _note(changes) -> None:

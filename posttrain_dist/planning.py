@@ -330,6 +330,14 @@ def make(method: str, preset: str, accelerate_config: str, nodes: int = 1, gpus_
                 "GPU" if env.for_gpus else "CPU process", env)
 
 
+def after_training(args) -> list[str]:
+    """What the run does once trained, beyond its own evaluation: lm-eval tasks, the push to the hub."""
+    from . import harness, hub
+
+    lines = [line for line in (harness.plan_line(args.recipe), hub.plan_line(args.push, args.training.output_dir)) if line]
+    return ["", "## After training", *[f"  {line}" for line in lines]] if lines else []
+
+
 def render(plan: Plan, show_all: bool = False) -> str:
     import shlex
 
@@ -363,6 +371,7 @@ def render(plan: Plan, show_all: bool = False) -> str:
         f"x {plan.world} processes = {plan.global_batch} examples",
         f"  optimizer steps: {plan.steps if plan.steps is not None else '?'} ({plan.steps_how})",
         *plan.counted,
+        *after_training(args),
         "",
         "## Launch command" + (" (node 0; each node runs it with its own --machine_rank)" if "--machine_rank" in plan.command else ""),
         "  " + " ".join(shlex.quote(c) for c in plan.command),

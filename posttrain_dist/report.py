@@ -1,5 +1,6 @@
 """What a run writes about itself when it ends: the before/after comparison (`evaluation`), printed and written
-to evaluation.json and report.md, with the config, data, metrics and curves of the run.
+to evaluation.json and report.md, with the config, data, metrics and curves of the run, and the model card;
+then, with `push_to_hub`, the finished run goes to the hub (`hub.push_finished`).
 
 The figures table (`figures_table`) is what the terminal, the report and the demo show side by side.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 
-from . import generation, methods, model_card
+from . import generation, hub, methods, model_card
 from .evaluation import chosen, compare
 
 
@@ -35,6 +36,10 @@ def figure_rows(summary: dict) -> list[dict]:
             if row["measure"].startswith("simple questions"):
                 row["before"] += f" of {summary['questions']}"
                 row["after"] += f" of {summary['questions']}"
+    for b in summary.get("benchmarks", []):  # lm-eval tasks (`eval_tasks`)
+        after = f"{b['after']:.4f}" if b["after"] is not None else "?"
+        rows.append({"measure": f"{b['task']} {b['metric']} (lm-eval, {b['rows']} rows)", "before": f"{b['before']:.4f}",
+                     "after": after})
     return rows
 
 
@@ -70,6 +75,7 @@ def write(trainer, run) -> dict:
     run.write("README.md", model_card.render(run, steps=trainer.state.global_step, data=_data(trainer, run)[0],
                                              figures=figure_rows(result["summary"]), config_table=config_table(run.args)))
     run.mark_finished(trainer.state.global_step, reported=True)
+    hub.push_finished(run)  # with `push_to_hub`: the finished run, once
     return result
 
 

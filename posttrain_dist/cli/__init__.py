@@ -13,6 +13,8 @@
     posttrain-dist merge ADAPTER_DIR           merge a LoRA adapter into its base; check greedy answers match
     posttrain-dist migrate CONFIG [--out NEW]  a config from alignment-handbook, open-r1 or TRL in today's names
     posttrain-dist trust CHECKPOINT            sign a checkpoint someone else wrote, so that your runs resume from it
+    posttrain-dist eval MODEL --tasks NAMES    lm-evaluation-harness tasks (registry names or task YAML files)
+    posttrain-dist push OUTPUT_DIR             push a finished run to the hub (model, tokenizer, card, report)
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ if sys.argv[1:2] == ["launch"]:  # from the launcher's first moment a preemption
 import argparse  # noqa: E402
 
 from ..errors import report_user_errors  # noqa: E402
-from . import ask, curate, demo, launch, merge, migrate, models, plan, tasks, trust  # noqa: E402
+from . import ask, curate, demo, eval, launch, merge, migrate, models, plan, push, tasks, trust  # noqa: E402
 
-SUBCOMMANDS = (demo, models, ask, curate, tasks, launch, plan, merge, migrate, trust)
+SUBCOMMANDS = (demo, models, ask, curate, tasks, launch, plan, merge, migrate, trust, eval, push)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,8 @@ def add(sub) -> None:
     q.add_argument("--unrelated", default="builtin:unrelated", help="unrelated prompts for the leakage (test split)")
     q.add_argument("--general-questions", default="builtin:simple-questions", help="questions with accepted answers")
     q.add_argument("--perplexity-dataset", default="builtin:sft-basics", help="held-out answers for the perplexity")
+    q.add_argument("--tasks", help="also lm-eval tasks (comma-separated names or task YAML files), scored on both")
+    q.add_argument("--tasks-limit", type=int, help="rows per lm-eval task (default: all)")
     q.set_defaults(func=compare)
     for parser in (p, q):
         parser.add_argument("prompts", nargs="*", help="questions")
@@ -51,20 +53,25 @@ def compare(args) -> None:
     from .. import evaluation, generation, report
 
     show = generation.markdown_table if args.markdown else generation.text_table
-    if not (args.prompts or args.prompts_file or args.new_name):
-        raise ConfigError("nothing to compare: give questions, --prompts-file, or --new-name for the identity check.")
+    if not (args.prompts or args.prompts_file or args.new_name or args.tasks):
+        raise ConfigError("nothing to compare: give questions, --prompts-file, --new-name for the identity check, or "
+                          "--tasks for lm-eval tasks.")
     if args.prompts or args.prompts_file:
         rows = generation.before_after(args.before, args.after, read_prompts(args), args.max_new_tokens,
                                        chat_template=args.chat_template)
         print(show(rows))
-    if args.new_name:
-        from .. import config, environment, identity
+    if args.new_name or args.tasks:
+        from .. import config, environment, harness, identity
         from ..methods import sft
 
-        recipe = sft.SFTRecipeArgs(
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+        harness.check(tasks)
+        identity_check = dict(
             eval_identity=args.new_name, identity_prompts=args.identity_prompts, identity_contexts=args.contexts,
             identity_unrelated=args.unrelated, general_questions=args.general_questions,
-            perplexity_dataset=args.perplexity_dataset, chat_template=args.chat_template)
+            perplexity_dataset=args.perplexity_dataset) if args.new_name else {}
+        recipe = sft.SFTRecipeArgs(**identity_check, chat_template=args.chat_template, eval_tasks=tasks,
+                                   eval_tasks_limit=args.tasks_limit)
         run = config.Args("sft", recipe, config.ModelArgs(model_name_or_path=args.before), None, {}, None,
                           environment.probe())
         result = evaluation.compare(run, evaluation.chosen(run, own=identity.EVALUATORS), args.before, args.after)
