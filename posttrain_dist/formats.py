@@ -50,7 +50,7 @@ def _conversation_problem(value, column: str, keys=("role", "content")) -> str |
         known = SHAREGPT_ROLES if role_key == "from" else ROLES
         if role not in known:
             return f"`{column}` message {j} has the role {role!r}; roles are {', '.join(known)}"
-        if not isinstance(message[content_key], str):
+        if not isinstance(message[content_key], str) and not (message[content_key] is None and message.get("tool_calls")):
             return f"`{column}` message {j} has no text ({content_key}: {message[content_key]!r:.80})"
     return None
 
@@ -78,8 +78,14 @@ def assistant(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
 
+# What a message may carry besides its role and text, kept where set: an assistant's tool calls (and reasoning),
+# a tool result's tool name and call id. Everything else is dropped.
+MESSAGE_EXTRAS = ("tool_calls", "name", "tool_call_id", "reasoning_content")
+
+
 def _plain_messages(messages: list[dict]) -> list[dict]:
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+    return [{"role": m["role"], "content": m["content"] if m["content"] is not None else "",
+             **{k: m[k] for k in MESSAGE_EXTRAS if m.get(k) is not None}} for m in messages]
 
 
 def per_turn(conversations: list[list[dict]], carried: dict | None = None) -> dict:
@@ -96,8 +102,9 @@ def per_turn(conversations: list[list[dict]], carried: dict | None = None) -> di
 
 
 def trained_turns(messages: list[dict]) -> list[int]:
-    """The indices of the assistant turns a conversation trains: after a prompt, with text."""
-    return [i for i, m in enumerate(messages) if m["role"] == "assistant" and i > 0 and str(m["content"]).strip()]
+    """The indices of the assistant turns a conversation trains: after a prompt, with text or tool calls."""
+    return [i for i, m in enumerate(messages) if m["role"] == "assistant" and i > 0
+            and (str(m["content"] or "").strip() or m.get("tool_calls"))]
 
 
 def _whole(conversations: list[list[dict]]) -> dict:

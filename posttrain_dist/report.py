@@ -24,6 +24,9 @@ FIGURES = [
     ("perplexity of held-out answers", "perplexity", "{:.2f}"),
     ("held-out reward", "reward", "{:.3f}"),
     ("held-out preference accuracy", "preference_accuracy", "{:.0%}"),
+    ("tool calls per held-out rollout", "tool_calls_per_rollout", "{:.2f}"),
+    ("malformed tool calls (share of calls)", "tool_malformed_share", "{:.0%}"),
+    ("assistant turns per held-out rollout", "tool_turns_per_rollout", "{:.2f}"),
 ]
 
 

@@ -4,6 +4,8 @@
   shuffled by the seed, and the held-out pairs never appear in training.
 - countdown: reach a target from 3 or 4 numbers with + - * /, each number used once; `numbers` and
   `target` columns, checked by `rewards.countdown_equation`.
+- word-problems: short arithmetic word problems with two- and three-digit numbers ("A crate holds 36 jars. How
+  many jars are in 47 crates?"), `answer` column; the problems of the `calculator` tool environment (`tools`).
 
 They are built-in data sources (`builtin:arithmetic`, `builtin:countdown`, with `train` and `test`
 splits) and `posttrain-dist tasks` writes other sizes and seeds to JSONL.
@@ -66,4 +68,43 @@ def countdown(split: str = "train", seed: int = 0, size: int | None = None) -> l
     return rows
 
 
-GENERATORS = {"arithmetic": arithmetic, "countdown": countdown}
+WORD_PROBLEMS = {
+    "+": ["{name} has {a} {things} and gets {b} more. How many {things} does {name} have now?",
+          "A shop sold {a} {things} in the morning and {b} in the afternoon. How many {things} did it sell in all?"],
+    "-": ["{name} had {a} {things} and gave away {b}. How many {things} are left?",
+          "A library owned {a} {things} and lost {b} of them. How many {things} does it own now?"],
+    "*": ["A crate holds {b} {things}. How many {things} are in {a} crates?",
+          "{name} buys {a} packs of {things} with {b} in each pack. How many {things} is that?"],
+}
+NAMES = ["Ana", "Ben", "Chen", "Dara", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jun", "Kofi", "Lena"]
+THINGS = ["apples", "pencils", "stamps", "marbles", "books", "cards", "shells", "bottles", "tickets", "coins"]
+# The calculator environment's instruction, in each problem's system message.
+CALCULATOR_SYSTEM = ("Solve the problem. Use the calculator tool for the arithmetic, then give the final answer as a "
+                     "number.")
+
+
+def word_problems(split: str = "train", seed: int = 0, size: int | None = None) -> list[dict]:
+    """Word problems over two- and three-digit numbers (worth a calculator); the test split draws its own stream."""
+    rng = random.Random(f"words-{seed}-{split}")
+    rows = []
+    for _ in range(size or (1000 if split == "train" else 100)):
+        op = rng.choice("+-*")
+        a, b = rng.randint(120, 990), rng.randint(12, 99)
+        if op == "*":
+            a, b = rng.randint(12, 99), rng.randint(12, 99)
+        problem = rng.choice(WORD_PROBLEMS[op]).format(name=rng.choice(NAMES), things=rng.choice(THINGS), a=a, b=b)
+        answer = {"+": a + b, "-": a - b, "*": a * b}[op]
+        rows.append({"prompt": [{"role": "system", "content": CALCULATOR_SYSTEM}, {"role": "user", "content": problem}],
+                     "answer": str(answer)})
+    return rows
+
+
+def word_problem_calls(split: str = "train", seed: int = 0, size: int | None = None) -> list[dict]:
+    """The word problems solved with a calculator call, for SFT (`tools.demonstrations`)."""
+    from . import tools
+
+    return tools.demonstrations(split, seed, size)
+
+
+GENERATORS = {"arithmetic": arithmetic, "countdown": countdown, "word-problems": word_problems,
+              "word-problem-calls": word_problem_calls}

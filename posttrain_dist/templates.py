@@ -108,11 +108,27 @@ ALIASES = {"llama-3": "llama3", "llama3.1": "llama3", "llama-3.1": "llama3", "qw
            "qwen2.5": "chatml", "qwen-3": "qwen3", "smollm2": "chatml", "smollm": "chatml"}
 
 
+def trl_template(name: str) -> str:
+    """A chat template as trl ships it (`trl:qwen3`: trl/chat_templates/qwen3.jinja, the published Qwen3 template):
+    the exact text trl recognises to parse tool calls (`tools`)."""
+    import importlib.resources
+
+    folder = importlib.resources.files("trl") / "chat_templates"
+    shipped = sorted(p.name[: -len(".jinja")] for p in folder.iterdir() if p.name.endswith(".jinja")
+                     and not p.name.endswith("_training.jinja"))
+    if name not in shipped:
+        raise ConfigError(f"`chat_template: trl:{name}`: trl ships no such template; it has {', '.join(shipped)}.")
+    return (folder / f"{name}.jinja").read_text()
+
+
 def resolve(value: str) -> str:
-    """The Jinja text of `chat_template`: a name here, a .jinja file, or the template itself."""
+    """The Jinja text of `chat_template`: a name here, `trl:NAME` (a template trl ships), a .jinja file, or the
+    template itself."""
     name = ALIASES.get(value, value)
     if name in TEMPLATES:
         return TEMPLATES[name]
+    if value.startswith("trl:"):
+        return trl_template(value[4:])
     if value.endswith((".jinja", ".j2")):
         if not os.path.isfile(value):
             raise ConfigError(f"chat template file {value!r} does not exist.")
@@ -120,11 +136,14 @@ def resolve(value: str) -> str:
     if "{{" in value or "{%" in value:
         return value
     raise ConfigError(
-        f"`chat_template: {value}` is neither a known name ({', '.join([*TEMPLATES, *ALIASES])}), a .jinja file, nor "
+        f"`chat_template: {value}` is neither a known name ({', '.join([*TEMPLATES, *ALIASES])}), `trl:NAME` (a "
+        "template trl ships, e.g. trl:qwen3), a .jinja file, nor "
         "a Jinja template. Give the template your model was trained with as a file (`chat_template: "
         "path/to/template.jinja`) or as its text, or leave it unset to keep the tokenizer's own."
     )
 
 
 def needed_tokens(value: str) -> tuple[str, ...]:
+    if value.startswith("trl:qwen"):  # trl's copies of the Qwen templates: ChatML's markers
+        return TOKENS["chatml"]
     return TOKENS.get(ALIASES.get(value, value), ())

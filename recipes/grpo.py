@@ -43,6 +43,7 @@ def main(argv=None):
         eval_dataset=evaluation_data,
         processing_class=tokenizer,
         peft_config=modeling.peft_config(args.model),
+        **online.tool_use(args),  # with `tools` / `environment`: multi-turn rollouts, tool results masked from the loss
     )
 
     # 5. Train, 6. save, 7. report (held-out rewards before and after, with the trainer's reward functions).

@@ -28,6 +28,7 @@ MEANT = {
     "kto_full.yaml": "zero3",
     "rloo_countdown_colocate.yaml": "zero3",
     "distillation.yaml": "zero3",
+    "grpo_tools_calculator.yaml": "zero3",
 }
 CPU_TWIN = {"zero3": "cpu_zero3", "zero2": "cpu_zero2", "ddp": "cpu_ddp", "fsdp2": "cpu_fsdp2"}
 # What a CPU cannot do, and what runs instead, where a preset sets it. Nothing else of a preset changes.
@@ -45,6 +46,9 @@ HUB_DATA = {"HuggingFaceTB/smoltalk": "smoltalk", "trl-lib/ultrafeedback_binariz
             "openai/gsm8k": "gsm8k"}
 # a second model a preset names (the distillation teacher): the tiny one, as the model itself
 SCALE_OTHERS = {"teacher_model_name_or_path": "tiny-random-qwen3"}
+# the tiny Qwen3's tokenizer carries SmolLM2's template, not Qwen3's (which renders tools): a preset with tools gets
+# Qwen3's template as trl ships it, what Qwen3-8B's own tokenizer brings
+SCALE_TOOLS = {"chat_template": "trl:qwen3"}
 HOOKS = ["--callbacks", "hooks:RecordCheckpointing", "hooks:ExitTime"]
 
 
@@ -80,6 +84,8 @@ def run_preset(preset: Path, hub_copies, output_dir) -> dict:
     if raw.get("dataset_name") in HUB_DATA:
         overrides["dataset_name"] = hub_copies[HUB_DATA[raw["dataset_name"]]]
     overrides.update({k: v for k, v in SCALE_OTHERS.items() if k in raw})
+    if raw.get("environment") or raw.get("tools"):
+        overrides.update(SCALE_TOOLS)
     if methods.get(raw["method"]).unit != "prompts":  # methods that generate take a completion length instead
         overrides.pop("max_completion_length")
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def add(sub) -> None:
     p = sub.add_parser("tasks", help="write generated verifiable tasks (prompts + answer columns) to JSONL")
-    p.add_argument("task", choices=["arithmetic", "countdown"])
+    p.add_argument("task", choices=["arithmetic", "countdown", "word-problems"])
     p.add_argument("--split", choices=["train", "test"], default="train")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, help="rows (arithmetic train: repeats the pairs; countdown: puzzles)")
@@ -23,6 +23,6 @@ def write_tasks(args) -> None:
     if args.task == "arithmetic":
         rows = tasks.arithmetic(args.split, args.seed, args.low, args.high, args.ops, args.test_size, args.size)
     else:
-        rows = tasks.countdown(args.split, args.seed, args.size)
+        rows = tasks.GENERATORS[args.task](args.split, args.seed, args.size)
     curation.write_jsonl(args.out, rows)
     print(f"{len(rows)} {args.task} problems ({args.split}, seed {args.seed}) written to {args.out}")

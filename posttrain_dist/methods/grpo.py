@@ -31,6 +31,8 @@ PANELS = [
     ("reward spread", "standard deviation", [("reward_std", "within groups"), (r"re:rewards/(.+)/std$", "{}")]),
     ("completion length", "tokens", [("completions/mean_length", "mean"), ("completions/min_length", "min"),
                                      ("completions/max_length", "max")]),
+    ("tool use", "per rollout", [("tools/calls_per_rollout", "tool calls"), ("tools/turns_per_rollout", "turns"),
+                                 ("tools/malformed_share", "malformed share of calls"), ("tools/correct", "right")]),
     ("loss", "GRPO loss", [("loss", "train")]),
     ("learning rate", "lr", [("learning_rate", "lr")]),
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import data, evaluation, formats, generation, rewards, sources
+from .. import data, evaluation, formats, generation, rewards, sources, tools
 from ..config import RecipeArgs, _field
 from ..errors import ConfigError
 from ..rewards_openr1 import DEFAULTS as OPEN_R1
@@ -34,6 +34,12 @@ class OnlineArgs(RecipeArgs):
     )
     reward_eval_size: int = _field(100, "Held-out prompts (the test split) answered greedily and scored before and "
                                         "after training.")
+    tools: list[str] | None = _field(None, "GRPO with tools: functions the model may call, as `package.module:function` "
+                                           "(typed arguments, a Google-style docstring) or a built-in (`calculator`).")
+    environment: str | None = _field(
+        None, "GRPO with tools: a built-in environment (`calculator`: word problems; `countdown`: puzzles with an "
+              "equation checker) or `package.module:Class` (trl's environment: `reset`, tool methods, `get_reward`). "
+              "One instance per rollout; its tools join `tools`.")
     # parameters of open-r1's rewards, under open-r1's names and with its defaults (posttrain_dist.rewards_openr1)
     cosine_min_value_wrong: float = _field(OPEN_R1["cosine_min_value_wrong"], "`cosine` reward: a wrong answer's value "
                                                                                "at length 0.")
@@ -57,7 +63,7 @@ class OnlineArgs(RecipeArgs):
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.reward_funcs:
+        if not self.reward_funcs and not self.environment:
             raise ConfigError("`reward_funcs` is empty: online RL learns from at least one reward.")
 
 
@@ -102,14 +108,15 @@ class GroupedBatches:
 
 
 def check(args) -> None:
+    if tools.used(args.recipe):
+        check_tools(args)
     for name in args.recipe.reward_funcs:
         rewards.resolve(name, args.training, checked_only=True, recipe=args.recipe)
     weights = args.training.reward_weights
-    if weights is not None and len(weights) != len(args.recipe.reward_funcs):
-        raise ConfigError(
-            f"`reward_weights` has {len(weights)} values for {len(args.recipe.reward_funcs)} rewards "
-            f"({args.recipe.reward_funcs}); give one weight per reward."
-        )
+    names = args.recipe.reward_funcs + [f.__name__ for f in built_in_environment_reward(args.recipe)]
+    if weights is not None and len(weights) != len(names):
+        raise ConfigError(f"`reward_weights` has {len(weights)} values for {len(names)} rewards ({names}); give one "
+                          "weight per reward.")
     if args.training.use_vllm and not args.env.for_gpus:
         if args.env.planned:
             raise ConfigError(
@@ -117,6 +124,28 @@ def check(args) -> None:
                 "plan it for the cluster it is meant for, e.g. `posttrain-dist plan PRESET --accelerate zero3 "
                 "--gpus-per-node 8` (add `--nodes N` for several nodes).")
         raise ConfigError("`use_vllm: true` needs GPUs; on a CPU leave it off and trl generates with transformers.")
+
+
+def check_tools(args) -> None:
+    """Tools and environment (`tools.check`); a built-in environment scores the rollouts itself: the default reward
+    (math_answer) gives way to it; a rollout gets a bound."""
+    recipe = args.recipe
+    if not hasattr(args.training, "max_tool_calling_iterations"):
+        raise ConfigError(f"`tools` and `environment` are trl's GRPO options; trl's {args.method.upper()} trainer takes "
+                          "no tools: use GRPO (recipes/grpo.py).")
+    if recipe.environment in tools.ENVIRONMENTS and args.sources.get("reward_funcs") == "default":
+        recipe.reward_funcs = []
+        args.sources["reward_funcs"] = f"none of the default's: the {recipe.environment} environment's reward"
+    tools.bound(args)
+    tools.check(args)
+
+
+def tool_use(args) -> dict:
+    """What GRPOTrainer takes for tool use: `tools` and `environment_factory` (one instance per rollout)."""
+    recipe = args.recipe
+    if not tools.used(recipe):
+        return {}
+    return {"tools": tools.tool_functions(recipe.tools), "environment_factory": tools.environment_class(recipe.environment)}
 
 
 READS = data.Reads("online RL", formats.PROMPT)
@@ -127,11 +156,16 @@ def load(args, tokenizer=None, checked_only: bool = False, method=READS):
     `max_prompt_length` tokens dropped and counted. `checked_only` (plan): the user's rewards are not imported."""
     recipe = args.recipe
     functions = rewards.build(recipe.reward_funcs, args.training, checked_only=checked_only, recipe=recipe)
+    functions += built_in_environment_reward(recipe)
     train, evaluation_data = data.load_for(method, recipe, seed=args.training.seed)
     rewards.check_data(recipe.reward_funcs, functions, train, recipe.dataset_name or "the data")
     if tokenizer is not None:
         train = data.drop_long_prompts(train, tokenizer, recipe.max_prompt_length, recipe.dataset_name or "train")
     return train, evaluation_data, functions
+
+
+def built_in_environment_reward(recipe) -> list:
+    return [tools.environment_reward(recipe.environment)] if recipe.environment in tools.ENVIRONMENTS else []
 
 
 def trl_rewards(functions: list, args) -> tuple[list, list]:
@@ -180,8 +214,13 @@ def examples_per_step(args) -> float:
 def tokens(args) -> tuple[int, str]:
     t, rows = args.training, args.training.per_device_train_batch_size
     length = (args.recipe.max_prompt_length or 512) + t.max_completion_length
-    return rows * length, (f"{rows} completions x ({args.recipe.max_prompt_length} prompt + {t.max_completion_length} "
-                           "completion) tokens")
+    how = f"{rows} completions x ({args.recipe.max_prompt_length} prompt + {t.max_completion_length} completion) tokens"
+    if tools.used(args.recipe):  # trl holds a rollout (the model's turns and the tool results) to max_completion_length
+        turns = t.max_tool_calling_iterations or 4
+        how += (f"; with tools a rollout is up to {turns + 1} generation passes (max_tool_calling_iterations {turns}), "
+                f"its turns and tool results together held to {t.max_completion_length} tokens, the tools' schemas in "
+                "each prompt")
+    return rows * length, how
 
 
 def generation_cache(args) -> tuple[int, int] | None:
@@ -211,7 +250,8 @@ class HeldOutRewards(evaluation.Evaluator):
         super().__init__(args)
         recipe = args.recipe
         # the run's own rewards; a reward model scores on this process, as trl scores with it during training
-        self.functions = rewards.build(recipe.reward_funcs, args.training, recipe=recipe)
+        self.functions = rewards.build(recipe.reward_funcs, args.training, recipe=recipe) + \
+            built_in_environment_reward(recipe)
         held = sources.load_source(recipe.dataset_name, recipe.dataset_test_split, recipe.dataset_config,
                                 split_option="dataset_test_split")
         held = held.select(range(min(recipe.reward_eval_size, len(held))))
@@ -220,6 +260,8 @@ class HeldOutRewards(evaluation.Evaluator):
                                  prompt_column=recipe.dataset_prompt_column, system_prompt=recipe.system_prompt)
 
     def measure(self, model, tokenizer) -> dict:
+        if tools.used(self.args.recipe):
+            return self.measure_rollouts(model, tokenizer)
         prompts = list(self.held["prompt"])
         texts, ids = generation.answer(model, tokenizer, prompts, self.args.training.max_completion_length,
                                        batch_size=16, return_ids=True)
@@ -229,9 +271,33 @@ class HeldOutRewards(evaluation.Evaluator):
         asked = [p[-1]["content"] if isinstance(p, list) else p for p in prompts[:8]]
         return {**scored, "prompts": len(prompts), "examples": texts[:8], "asked": asked}
 
+    def measure_rollouts(self, model, tokenizer) -> dict:
+        """Greedy multi-turn rollouts with the run's tools; scored by the run's rewards, the environment's among them."""
+        recipe, training = self.args.recipe, self.args.training
+        rows = [dict(zip(self.held.column_names, values)) for values in zip(*[self.held[c] for c in self.held.column_names])]
+        functions = self.functions + tools.owned_reward(recipe.environment)
+        done = tools.rollouts(model, tokenizer, rows, tools.environment_class(recipe.environment),
+                              tools.tool_functions(recipe.tools), training.max_tool_calling_iterations,
+                              training.max_completion_length, training.chat_template_kwargs)
+        columns = {c: list(self.held[c]) for c in self.held.column_names if c != "prompt"}
+        weights = training.reward_weights + [1.0] * (len(functions) - len(self.functions)) if training.reward_weights \
+            else None
+        scored = rewards.score(functions, weights, [r["prompt"] for r in rows],
+                               [d["completion"] for d in done], [[] for _ in done],
+                               environments=[d["environment"] for d in done], **columns)
+        outcomes = [d for d in done if "reward" in d]
+        return {**scored, "prompts": len(rows), "tools": tools.counts(outcomes) if outcomes else {},
+                "rollouts": [tools.render(d["messages"]) for d in done[:2]],
+                "examples": [tools.render(d["completion"]) for d in done[:8]],
+                "asked": [r["prompt"][-1]["content"] for r in rows[:8]]}
+
     def summary(self, before, after):
-        return {"reward_before": before["mean"], "reward_after": after["mean"], "rewards_before": before["rewards"],
-                "rewards_after": after["rewards"], "reward_prompts": after["prompts"]}
+        figures = {"reward_before": before["mean"], "reward_after": after["mean"], "rewards_before": before["rewards"],
+                   "rewards_after": after["rewards"], "reward_prompts": after["prompts"]}
+        for key in ("calls_per_rollout", "malformed_share", "turns_per_rollout"):
+            if key in before.get("tools", {}):
+                figures[f"tool_{key}_before"], figures[f"tool_{key}_after"] = before["tools"][key], after["tools"][key]
+        return figures
 
     def section(self, before, after, summary):
         recipe = self.args.recipe
@@ -242,4 +308,10 @@ class HeldOutRewards(evaluation.Evaluator):
                 f"{summary['reward_after']:.3f} after ({per})")
         examples = [{"prompt": p, "before": b, "after": a}
                     for p, b, a in zip(after.get("asked", []), before["examples"], after["examples"])]
-        return "\n" + line, ["## Held-out rewards", "", line, "", generation.markdown_table(examples), ""]
+        lines = ["## Held-out rewards", "", line, "", generation.markdown_table(examples), ""]
+        if after.get("rollouts"):  # with tools: whole rollouts, the model's turns and the tools' answers
+            rows = [{"prompt": f"rollout {i + 1}", "before": b, "after": a}
+                    for i, (b, a) in enumerate(zip(before["rollouts"], after["rollouts"]))]
+            lines += ["### Two rollouts before and after (greedy; tool calls in brackets)", "",
+                      generation.markdown_table(rows), ""]
+        return "\n" + line, lines
