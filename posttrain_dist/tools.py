@@ -59,13 +59,19 @@ class ToolEnvironment:
         return outcome(completion, self._correct)
 
 
+def _opened_calls(text: str) -> int:
+    """Tool calls a text opens without being parsed as calls: <tool_call> tags, else bare {"name": ...} objects."""
+    tags = text.count("<tool_call>")
+    return tags if tags else len(re.findall(r"\{\s*\"name\"\s*:", text))
+
+
 def outcome(completion, correct) -> dict:
     """Reward and counts of a rollout: `calls` tried (run, refused, or unparsed), `malformed` (text that opens a tool
     call but does not parse, and calls the tool refused: their result is an error), assistant `turns`."""
     messages = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
     turns = [m for m in messages if m.get("role") == "assistant"]
     results = [m for m in messages if m.get("role") == "tool"]
-    unparsed = sum(len(re.findall(r"<tool_call>|\{\s*\"name\"\s*:", str(m.get("content") or ""))) for m in turns)
+    unparsed = sum(_opened_calls(str(m.get("content") or "")) for m in turns)
     refused = sum(str(m.get("content") or "").startswith("{'error'") for m in results)
     final = str(turns[-1].get("content") or "") if turns and not turns[-1].get("tool_calls") else ""
     right = bool(final) and correct(final)
@@ -327,15 +333,15 @@ def counts(outcomes: list[dict]) -> dict:
 
 
 def rollouts(model, tokenizer, rows: list[dict], cls, tools: list, max_turns: int, max_new_tokens: int,
-             template_kwargs: dict | None = None) -> list[dict]:
-    """Greedy multi-turn rollouts of `rows` (prompt plus the environment's columns) outside the trainer: generate,
-    run the parsed tool calls, append their results, until an answer without a tool call or `max_turns` calls."""
-    import torch
+             template_kwargs: dict | None = None, batch_size: int = 16) -> list[dict]:
+    """Greedy multi-turn rollouts of `rows` (prompt plus the environment's columns) outside the trainer, in batches:
+    generate, run the parsed tool calls, append their results, until an answer without a tool call or `max_turns`
+    calls."""
     from trl.chat_template_utils import add_response_schema
 
     if getattr(tokenizer, "response_template", None) is None and getattr(tokenizer, "response_schema", None) is None:
         add_response_schema(tokenizer)
-    results = []
+    states = []
     for row in rows:
         env = cls() if cls is not None else None
         observation = env.reset(**row) if env is not None else None
@@ -345,40 +351,66 @@ def rollouts(model, tokenizer, rows: list[dict], cls, tools: list, max_turns: in
         available = {f.__name__: f for f in tools}
         if env is not None:
             available.update({m.__name__: getattr(env, m.__name__) for m in environment_tools(cls)})
-        completion = []
-        for turn in range(max_turns + 1):
-            ids = tokenizer.apply_chat_template(messages + completion, tools=list(available.values()),
-                                                add_generation_prompt=True, return_dict=True, return_tensors="pt",
-                                                **(template_kwargs or {}))
-            with torch.no_grad():
-                out = model.generate(**ids.to(model.device), max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id)
-            new = out[0, ids["input_ids"].shape[1]:].tolist()
-            try:
-                message = tokenizer.parse_response(new)
-            except Exception:  # noqa: BLE001  (a format the parser does not follow: the text as it is)
-                message = {"role": "assistant", "content": tokenizer.decode(new, skip_special_tokens=True)}
-            message = {"role": "assistant", **{k: v for k, v in message.items() if k != "role"}}
-            completion.append(message)
-            calls = message.get("tool_calls") or []
-            if not calls or turn == max_turns:
-                break
-            for call in calls:
-                function = call.get("function", call)
-                name, arguments = function.get("name"), function.get("arguments") or {}
-                if isinstance(arguments, str):
-                    try:
-                        arguments = json.loads(arguments)
-                    except json.JSONDecodeError:
-                        arguments = {}
-                try:
-                    result = str(available[name](**arguments))
-                except Exception as error:  # noqa: BLE001  (as trl does: the error goes back to the model)
-                    result = str({"error": str(error)})
-                completion.append({"role": "tool", "name": name, "content": result})
+        states.append({"messages": messages, "completion": [], "available": available, "environment": env})
+    for turn in range(max_turns + 1):
+        active = [state for state in states if not state.get("done")]
+        for start in range(0, len(active), batch_size):
+            chunk = active[start : start + batch_size]
+            for state, new in zip(chunk, _generate(model, tokenizer, chunk, max_new_tokens, template_kwargs or {})):
+                _take_turn(state, tokenizer, new, last=turn == max_turns)
+    results = []
+    for state in states:
+        env, completion = state["environment"], state["completion"]
         scored = env._outcome(completion) if env is not None else {}
-        results.append({"messages": messages + completion, "completion": completion, "environment": env, **scored})
+        results.append({"messages": state["messages"] + completion, "completion": completion, "environment": env,
+                        **scored})
     return results
+
+
+def _generate(model, tokenizer, states: list[dict], max_new_tokens: int, template_kwargs: dict) -> list[list[int]]:
+    """One greedy turn for each rollout of a batch (left-padded): the new token ids, padding left out."""
+    import torch
+
+    texts = [tokenizer.apply_chat_template(s["messages"] + s["completion"], tools=list(s["available"].values()),
+                                           add_generation_prompt=True, tokenize=False, **template_kwargs)
+             for s in states]
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    finally:
+        tokenizer.padding_side = side
+    with torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                             synced_gpus=False)  # the main process alone, even in a ZeRO-3 run
+    return [[t for t in row.tolist() if t != tokenizer.pad_token_id] for row in out[:, batch["input_ids"].shape[1]:]]
+
+
+def _take_turn(state: dict, tokenizer, new: list[int], last: bool) -> None:
+    """The model's message from its new tokens; its tool calls run (an error goes back as the result, as trl does);
+    the rollout ends on a message without calls, or on the last turn."""
+    try:
+        message = tokenizer.parse_response(new)
+    except Exception:  # noqa: BLE001  (a format the parser does not follow: the text as it is)
+        message = {"content": tokenizer.decode(new, skip_special_tokens=True)}
+    message = {"role": "assistant", **{k: v for k, v in message.items() if k != "role"}}
+    state["completion"].append(message)
+    calls = message.get("tool_calls") or []
+    if not calls or last:
+        state["done"] = True
+        return
+    for call in calls:
+        function = call.get("function", call)
+        name, arguments = function.get("name"), function.get("arguments") or {}
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except json.JSONDecodeError:
+                arguments = {}
+        try:
+            result = str(state["available"][name](**arguments))
+        except Exception as error:  # noqa: BLE001
+            result = str({"error": str(error)})
+        state["completion"].append({"role": "tool", "name": name, "content": result})
 
 
 def render(messages: list[dict]) -> str:

@@ -47,8 +47,8 @@ HUB_DATA = {"HuggingFaceTB/smoltalk": "smoltalk", "trl-lib/ultrafeedback_binariz
 # a second model a preset names (the distillation teacher): the tiny one, as the model itself
 SCALE_OTHERS = {"teacher_model_name_or_path": "tiny-random-qwen3"}
 # the tiny Qwen3's tokenizer carries SmolLM2's template, not Qwen3's (which renders tools): a preset with tools gets
-# Qwen3's template as trl ships it, what Qwen3-8B's own tokenizer brings
-SCALE_TOOLS = {"chat_template": "trl:qwen3"}
+# Qwen3's template as trl ships it, what Qwen3-8B's own tokenizer brings (and the report's held-out rollouts, 8)
+SCALE_TOOLS = {"chat_template": "trl:qwen3", "reward_eval_size": "8"}
 HOOKS = ["--callbacks", "hooks:RecordCheckpointing", "hooks:ExitTime"]
 
 

@@ -177,3 +177,22 @@ def test_per_turn_examples_carry_the_row_columns():
     out = formats.per_turn([FOUR_TURNS], {"chat_template_kwargs": [{"enable_thinking": False}]})
     assert len(out["prompt"]) == 4 and out["chat_template_kwargs"] == [{"enable_thinking": False}] * 4
     assert json.dumps(out["completion"][0]) == json.dumps([FOUR_TURNS[2]])
+
+
+def test_a_conversation_with_tool_calls_trains_the_calls_and_not_the_results():
+    """builtin:word-problem-calls through the data preparation: the assistant's tool call survives the conversion
+    (it was once dropped with the other message keys) and is trained, the tool's answer is not."""
+    from posttrain_dist import data
+    from posttrain_dist.methods import sft
+
+    args = checks.parse("sft", ["--model_name_or_path", TINY, "--dataset_name", "builtin:word-problem-calls",
+                                "--chat_template", "trl:qwen3", "--max_length", "1024", "--output_dir", "/tmp/unused"])
+    train, _ = data.load_for(sft.METHOD, args.recipe)
+    assert train[0]["messages"][2]["tool_calls"][0]["function"]["name"] == "calculator"
+    qwen3 = modeling.load_tokenizer(args.model, "trl:qwen3")
+    prepared = sequences.tokenize(train.select(range(3)), qwen3, args.training, "auto", "tool calls")
+    pieces = [p for row in prepared for p in trained_pieces(qwen3, row["input_ids"], row["labels"])]
+    assert all("<tools>" in qwen3.decode(row["input_ids"]) for row in prepared)  # the schema of the `tools` column
+    assert sum("<tool_call>" in p and '"expression"' in p for p in pieces) == 3  # each call trained once
+    assert sum("The answer is" in p for p in pieces) == 3
+    assert not any("<tool_response>" in p or "# Tools" in p or "Solve the problem" in p for p in pieces)

@@ -98,3 +98,31 @@ def test_a_rollouts_masks_keep_the_tool_result_out_of_the_loss(tmp_path, monkeyp
     assert "<tool_response>" not in tokenizer.decode(keep)
     history = json.loads((out / "metrics.json").read_text())["log_history"]
     assert history[0]["rewards/Adder/mean"] == 1.0 and history[0]["tools/call_frequency"] == 1.0
+
+
+def test_the_environments_score_a_rollout_by_hand():
+    """1 for a right final answer, 0.25 off per malformed call (unparsed text, or a call the tool refused)."""
+    calc = tools.Calculator()
+    assert calc.reset(prompt=[], answer="475") is None
+    call = {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "calculator", "arguments": {"expression": "411 + 64"}}}]}
+    assert calc.calculator("411 + 64") == "475" and calc.calculator("7 / 2") == "3.5"
+    with pytest.raises(ValueError, match="cannot evaluate"):
+        calc.calculator("411 plus 64")
+    right = [call, {"role": "tool", "name": "calculator", "content": "475"},
+             {"role": "assistant", "content": "The answer is 475."}]
+    assert calc._outcome(right) == {"reward": 1.0, "correct": True, "calls": 1, "malformed": 0, "turns": 2}
+    refused = [call, {"role": "tool", "name": "calculator", "content": "{'error': 'cannot evaluate'}"}, right[-1]]
+    assert calc._outcome(refused)["reward"] == 0.75
+    unparsed = [{"role": "assistant", "content": '<tool_call>\n{"name": "calculator", "arguments": {"expression": '
+                                                 '"411 + 64"}}\n</tool_call> and then 12'}]
+    assert calc._outcome(unparsed) == {"reward": -0.25, "correct": False, "calls": 1, "malformed": 1, "turns": 1}
+    assert tools.counts([calc._outcome(right), calc._outcome(unparsed)]) == {
+        "calls_per_rollout": 1.0, "turns_per_rollout": 1.5, "malformed_share": 0.5, "correct": 0.5}
+
+    countdown = tools.Countdown()
+    assert "check tool" in countdown.reset(numbers=[3, 5, 2], target=16)
+    assert countdown.check("(3 + 5) * 2") == "correct: (3 + 5) * 2 = 16"
+    assert countdown.check("3 + 5 + 2") == "not yet: 3 + 5 + 2 = 10, the target is 16"
+    assert countdown.check("(3 + 5) * 3").startswith("not yet: use each of [3, 5, 2] exactly once")
+    assert countdown._outcome([{"role": "assistant", "content": "<answer>(3 + 5) * 2</answer>"}])["reward"] == 1.0
