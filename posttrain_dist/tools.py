@@ -232,7 +232,7 @@ def schema(function, where: str) -> dict:
 def check(args, tokenizer=None) -> None:
     """Before any model loads: the tools and environment exist and can be described, the rollout is bounded, and
     (in a run, or given a tokenizer) the chat template renders and parses tool calls."""
-    recipe, training = args.recipe, args.training
+    recipe = args.recipe
     if not used(recipe):
         return
     planned = args.env.planned
