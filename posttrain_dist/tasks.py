@@ -99,11 +99,57 @@ def word_problems(split: str = "train", seed: int = 0, size: int | None = None) 
     return rows
 
 
-def word_problem_calls(split: str = "train", seed: int = 0, size: int | None = None) -> list[dict]:
-    """The word problems solved with a calculator call, for SFT (`tools.demonstrations`)."""
-    from . import tools
+EXPRESSION_CHARS = 200
 
-    return tools.demonstrations(split, seed, size)
+
+def evaluate_expression(expression) -> float:
+    """The value of an arithmetic expression a tool was given; ValueError (the tool refuses) when it is none."""
+    from .rewards import _evaluate
+
+    if not isinstance(expression, str) or len(expression) > EXPRESSION_CHARS:
+        raise ValueError(f"give the expression as text of at most {EXPRESSION_CHARS} characters")
+    value = _evaluate(expression)
+    if value is None:
+        raise ValueError(f"cannot evaluate {expression!r}: use numbers, + - * / and parentheses")
+    return value
+
+
+def shown_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
+
+
+def calculator(expression: str) -> str:
+    """Evaluate an arithmetic expression.
+
+    Args:
+        expression: The expression to evaluate, with numbers, + - * / and parentheses, e.g. "(12 + 7) * 3".
+
+    Returns:
+        The value of the expression.
+    """
+    return shown_number(evaluate_expression(expression))
+
+
+def word_problem_calls(split: str = "train", seed: int = 0, size: int | None = None) -> list[dict]:
+    """Word problems solved with the calculator, as conversations for SFT (`builtin:word-problem-calls`): the
+    assistant calls calculator("a op b"), the tool answers, the assistant states the number; each row carries the
+    `tools` column (the calculator's schema) the template renders. A warm start before GRPO with tools."""
+    import json
+    import re
+
+    from transformers.utils import get_json_schema
+
+    rows = []
+    for problem in word_problems(split, seed, size):
+        a, b = (int(n) for n in re.findall(r"\d+", problem["prompt"][-1]["content"])[-2:])  # as the problem states them
+        value = int(problem["answer"])
+        op = "+" if a + b == value else "-" if a - b == value else "*"
+        call = {"type": "function", "function": {"name": "calculator", "arguments": {"expression": f"{a} {op} {b}"}}}
+        rows.append({"messages": [*problem["prompt"], {"role": "assistant", "content": "", "tool_calls": [call]},
+                                  {"role": "tool", "name": "calculator", "content": str(value)},
+                                  {"role": "assistant", "content": f"The answer is {value}."}],
+                     "tools": json.dumps([get_json_schema(calculator)])})
+    return rows
 
 
 GENERATORS = {"arithmetic": arithmetic, "countdown": countdown, "word-problems": word_problems,

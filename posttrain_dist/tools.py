@@ -24,24 +24,11 @@ import inspect
 import json
 import re
 
-from . import references, rewards
+from . import references, rewards, tasks
+from .tasks import evaluate_expression as _evaluate, shown_number as _number
 from .errors import ConfigError
 
 MALFORMED_PENALTY = 0.25
-EXPRESSION_CHARS = 200
-
-
-def _evaluate(expression) -> float:
-    if not isinstance(expression, str) or len(expression) > EXPRESSION_CHARS:
-        raise ValueError(f"give the expression as text of at most {EXPRESSION_CHARS} characters")
-    value = rewards._evaluate(expression)
-    if value is None:
-        raise ValueError(f"cannot evaluate {expression!r}: use numbers, + - * / and parentheses")
-    return value
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
 
 
 class ToolEnvironment:
@@ -76,7 +63,7 @@ def outcome(completion, correct) -> dict:
     final = str(turns[-1].get("content") or "") if turns and not turns[-1].get("tool_calls") else ""
     right = bool(final) and correct(final)
     malformed = unparsed + refused
-    return {"reward": float(right) - MALFORMED_PENALTY * min(malformed, 4), "correct": right,
+    return {"score": float(right) - MALFORMED_PENALTY * min(malformed, 4), "correct": right,
             "calls": len(results) + unparsed, "malformed": malformed, "turns": len(turns)}
 
 
@@ -135,40 +122,7 @@ class Countdown(ToolEnvironment):
 ENVIRONMENTS = {"calculator": Calculator, "countdown": Countdown}
 
 
-def calculator(expression: str) -> str:
-    """Evaluate an arithmetic expression.
-
-    Args:
-        expression: The expression to evaluate, with numbers, + - * / and parentheses, e.g. "(12 + 7) * 3".
-
-    Returns:
-        The value of the expression.
-    """
-    return _number(_evaluate(expression))
-
-
-TOOLS = {"calculator": calculator}
-
-
-def demonstrations(split: str = "train", seed: int = 0, size: int | None = None) -> list[dict]:
-    """Word problems solved with the calculator, as conversations for SFT (`builtin:word-problem-calls`): the
-    assistant calls calculator("a op b"), the tool answers, the assistant states the number. Each row carries the
-    `tools` column (the calculator's schema) that the chat template renders; the warm start before GRPO with tools
-    for a model that has never called a tool (the course's SFT-then-RL order)."""
-    from . import tasks
-
-    rows = []
-    for problem in tasks.word_problems(split, seed, size):
-        text = problem["prompt"][-1]["content"]
-        a, b = (int(n) for n in re.findall(r"\d+", text)[-2:])  # in the order the problem states them
-        value = int(problem["answer"])
-        op = "+" if a + b == value else "-" if a - b == value else "*"
-        call = {"type": "function", "function": {"name": "calculator", "arguments": {"expression": f"{a} {op} {b}"}}}
-        rows.append({"messages": [*problem["prompt"], {"role": "assistant", "content": "", "tool_calls": [call]},
-                                  {"role": "tool", "name": "calculator", "content": str(value)},
-                                  {"role": "assistant", "content": f"The answer is {value}."}],
-                     "tools": json.dumps([schema(calculator, "tool")])})
-    return rows
+TOOLS = {"calculator": tasks.calculator}
 
 
 # ---------------------------------------------------------------- the config
@@ -303,7 +257,7 @@ def environment_reward(name: str):
         if log_metric is not None and outcomes:
             for key, value in counts(outcomes).items():
                 log_metric(f"tools/{key}", value)
-        return [o["reward"] for o in outcomes]
+        return [o["score"] for o in outcomes]
 
     reward.__name__ = name
     return reward

@@ -111,12 +111,12 @@ def test_the_environments_score_a_rollout_by_hand():
         calc.calculator("411 plus 64")
     right = [call, {"role": "tool", "name": "calculator", "content": "475"},
              {"role": "assistant", "content": "The answer is 475."}]
-    assert calc._outcome(right) == {"reward": 1.0, "correct": True, "calls": 1, "malformed": 0, "turns": 2}
+    assert calc._outcome(right) == {"score": 1.0, "correct": True, "calls": 1, "malformed": 0, "turns": 2}
     refused = [call, {"role": "tool", "name": "calculator", "content": "{'error': 'cannot evaluate'}"}, right[-1]]
-    assert calc._outcome(refused)["reward"] == 0.75
+    assert calc._outcome(refused)["score"] == 0.75
     unparsed = [{"role": "assistant", "content": '<tool_call>\n{"name": "calculator", "arguments": {"expression": '
                                                  '"411 + 64"}}\n</tool_call> and then 12'}]
-    assert calc._outcome(unparsed) == {"reward": -0.25, "correct": False, "calls": 1, "malformed": 1, "turns": 1}
+    assert calc._outcome(unparsed) == {"score": -0.25, "correct": False, "calls": 1, "malformed": 1, "turns": 1}
     assert tools.counts([calc._outcome(right), calc._outcome(unparsed)]) == {
         "calls_per_rollout": 1.0, "turns_per_rollout": 1.5, "malformed_share": 0.5, "correct": 0.5}
 
@@ -125,4 +125,4 @@ def test_the_environments_score_a_rollout_by_hand():
     assert countdown.check("(3 + 5) * 2") == "correct: (3 + 5) * 2 = 16"
     assert countdown.check("3 + 5 + 2") == "not yet: 3 + 5 + 2 = 10, the target is 16"
     assert countdown.check("(3 + 5) * 3").startswith("not yet: use each of [3, 5, 2] exactly once")
-    assert countdown._outcome([{"role": "assistant", "content": "<answer>(3 + 5) * 2</answer>"}])["reward"] == 1.0
+    assert countdown._outcome([{"role": "assistant", "content": "<answer>(3 + 5) * 2</answer>"}])["score"] == 1.0

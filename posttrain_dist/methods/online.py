@@ -285,7 +285,7 @@ class HeldOutRewards(evaluation.Evaluator):
         scored = rewards.score(functions, weights, [r["prompt"] for r in rows],
                                [d["completion"] for d in done], [[] for _ in done],
                                environments=[d["environment"] for d in done], **columns)
-        outcomes = [d for d in done if "reward" in d]
+        outcomes = [d for d in done if "score" in d]
         return {**scored, "prompts": len(rows), "tools": tools.counts(outcomes) if outcomes else {},
                 "rollouts": [tools.render(d["messages"]) for d in done[:2]],
                 "examples": [tools.render(d["completion"]) for d in done[:8]],
