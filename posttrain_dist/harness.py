@@ -121,8 +121,7 @@ def run(model, tokenizer, entries: list[str], limit: int | None = None, batch_si
             if "," not in key or not isinstance(value, (int, float)):
                 continue
             metric, _filter = key.split(",", 1)
-            if value != "N/A":
-                scores[metric] = float(value)
+            scores[metric] = float(value)
         scores["rows"] = out["n-samples"].get(task, {}).get("effective")
         results[task] = scores
     return results

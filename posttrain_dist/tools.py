@@ -81,7 +81,7 @@ class Calculator(ToolEnvironment):
         Returns:
             The value of the expression.
         """
-        return _number(_evaluate(expression))
+        return tasks.calculator(expression)
 
     def _correct(self, answer_text):
         return rewards.math_answer([answer_text], [self.row.get("answer")])[0] == 1.0
