@@ -82,7 +82,16 @@ def check_distributed(args: Args, env) -> None:
         model.bnb_4bit_quant_storage = model.dtype if model.dtype not in (None, "auto") else "bfloat16"
         args.sources["bnb_4bit_quant_storage"] = f"set for {env.describe()}"
     training = args.training
-    if env.fsdp_activation_checkpointing and training.activation_checkpointing:
+    if env.fsdp_activation_checkpointing and model.use_peft:
+        # FSDP's checkpoint wrapper renames each layer (`..._checkpoint_wrapped_module...`) while the state dict keeps
+        # the plain names, and peft finds an adapter's weights by module name when saving: the saved adapter would be
+        # empty. transformers' own activation checkpointing keeps the names; accelerate reads this variable when the
+        # trainer creates it, after these checks.
+        if not env.planned:
+            os.environ["FSDP_ACTIVATION_CHECKPOINTING"] = "false"
+        training.activation_checkpointing = training.gradient_checkpointing = True
+        args.sources["activation_checkpointing"] = "on, instead of FSDP's (which hides LoRA weights from the save)"
+    elif env.fsdp_activation_checkpointing and training.activation_checkpointing:
         # transformers refuses both at once once the model has loaded; FSDP's wraps each layer unit itself
         training.activation_checkpointing = training.gradient_checkpointing = False
         args.sources["activation_checkpointing"] = "off: FSDP checkpoints activations (fsdp_activation_checkpointing)"

@@ -92,6 +92,8 @@ def launch(recipe: str, *args: str, accelerate_config: str = "cpu", check: bool 
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     if env and "PYTHONPATH" in env:  # keep tests/ (the hooks) importable too
         full_env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], os.environ["PYTHONPATH"]])
+    if accelerate_config.startswith("cpu_fsdp"):  # FSDP for real on CPU processes: tests/cpu_fsdp/sitecustomize.py
+        full_env["PYTHONPATH"] = os.pathsep.join([str(TESTS / "cpu_fsdp"), full_env["PYTHONPATH"]])
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
     if check and proc.returncode != 0:
         raise AssertionError(

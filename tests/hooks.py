@@ -119,3 +119,37 @@ class SlowSteps(TrainerCallback):
 
         open(os.path.join(args.output_dir, f"started_rank{args.process_index}"), "w").close()
         time.sleep(float(os.environ.get("HOOK_SLOW_STEP_SECONDS", "5")))
+
+
+class RecordSharding(TrainerCallback):
+    """Writes `output_dir/sharding_rank{R}.json` once the trainer has prepared the model: for each parameter, its
+    class (DTensor where FSDP2 shards it), the shape this rank holds and the whole shape."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        record = {name: {"class": type(p).__name__, "local": list(getattr(p, "to_local", lambda: p)().shape),
+                         "whole": list(p.shape)} for name, p in model.named_parameters()}
+        with open(os.path.join(args.output_dir, f"sharding_rank{args.process_index}.json"), "w") as f:
+            json.dump(record, f)
+
+
+class RecordPrecision(TrainerCallback):
+    """Writes `output_dir/precision_rank{R}.json` at the first training forward: whether CPU autocast is on and in
+    which dtype (seen from the first linear layer: accelerate's autocast wraps the model's forward, inside its hooks),
+    and the dtypes of the trainable and of the frozen floating-point parameters."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        import torch
+
+        path = os.path.join(args.output_dir, f"precision_rank{args.process_index}.json")
+
+        def record(module, positional, keywords):
+            if os.path.exists(path) or not module.training:
+                return
+            floating = [p for p in model.parameters() if p.is_floating_point()]
+            with open(path, "w") as f:
+                json.dump({"autocast": torch.is_autocast_enabled("cpu") and str(torch.get_autocast_dtype("cpu")),
+                           "trainable": sorted({str(p.dtype) for p in floating if p.requires_grad}),
+                           "frozen": sorted({str(p.dtype) for p in floating if not p.requires_grad})}, f)
+
+        first = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+        first.register_forward_pre_hook(record, with_kwargs=True)

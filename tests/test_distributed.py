@@ -1,6 +1,7 @@
-"""Two processes on the CPU (gloo) under DDP, DeepSpeed ZeRO-2 and ZeRO-3 (and FSDP2): every method runs and
-saves one model; runs match a single process with twice the gradient accumulation; ZeRO-3 saves whole
-weights and whole adapters; each rank sees its own share of the data, each example once an epoch."""
+"""Two processes on the CPU (gloo) under DDP, DeepSpeed ZeRO-2 and ZeRO-3 and FSDP2: every method runs and
+saves one model; runs match a single process with twice the gradient accumulation; ZeRO-3 and FSDP2 save whole
+weights and whole adapters; FSDP2 shards each parameter and resumes exactly from sharded checkpoints; each rank
+sees its own share of the data, each example once an epoch."""
 
 import json
 from pathlib import Path
@@ -47,9 +48,10 @@ def sft_runs(tmp_path_factory, sixteen):
         out = tmp_path_factory.mktemp("sft_one") / variant
         launch("sft", *parity_args(preset, sixteen, out), "--gradient_accumulation_steps", "2", *TRACE)
         runs[("one", variant)] = out
-        for accelerate_config in CONFIGS + (["cpu_fsdp2"] if variant == "full" else []):
+        for accelerate_config in CONFIGS + ["cpu_fsdp2"]:
             out = tmp_path_factory.mktemp(f"sft_{accelerate_config}") / variant
-            launch("sft", *parity_args(preset, sixteen, out), *TRACE, accelerate_config=accelerate_config)
+            hooks = ["hooks:RecordSharding"] if accelerate_config == "cpu_fsdp2" else []
+            launch("sft", *parity_args(preset, sixteen, out), *TRACE, *hooks, accelerate_config=accelerate_config)
             runs[(accelerate_config, variant)] = out
     return runs
 
@@ -70,7 +72,7 @@ def test_sft_full_matches_one_process(sft_runs, accelerate_config):
         assert torch.allclose(saved[name], reference[name], atol=1e-5), name
 
 
-@pytest.mark.parametrize("accelerate_config", CONFIGS)
+@pytest.mark.parametrize("accelerate_config", CONFIGS + ["cpu_fsdp2"])
 def test_sft_lora_adapter_matches_one_process(sft_runs, accelerate_config):
     one, two = sft_runs[("one", "lora")], sft_runs[(accelerate_config, "lora")]
     assert train_losses(two) == pytest.approx(train_losses(one), rel=1e-5)
@@ -86,6 +88,39 @@ def test_zero3_saves_the_whole_model(sft_runs, tiny_model_path):
     saved = read_safetensors(sft_runs[("cpu_zero3", "full")] / "model.safetensors")
     assert {k: v.shape for k, v in saved.items()} == {k: v.shape for k, v in base.items()}
     assert all(not torch.equal(saved[k], base[k]) for k in base if base[k].dim() == 2)
+
+
+@pytest.mark.parametrize("variant", ["full", "lora"])
+def test_fsdp2_holds_half_of_each_parameter_on_each_rank(sft_runs, variant):
+    """cpu_fsdp2.yaml shards for real (tests/cpu_fsdp/sitecustomize.py lets accelerate apply FSDP to CPU processes):
+    once the trainer has prepared the model, every parameter is a DTensor and each rank holds half of its rows."""
+    out = sft_runs[("cpu_fsdp2", variant)]
+    ranks = [json.loads((out / f"sharding_rank{r}.json").read_text()) for r in (0, 1)]
+    # the tiny model's 20 parameters (the output head is the embeddings), and with LoRA its 28 adapter matrices
+    assert ranks[0].keys() == ranks[1].keys() and len(ranks[0]) == (20 if variant == "full" else 48)
+    for name, held in ranks[0].items():
+        assert held["class"] == ranks[1][name]["class"] == "DTensor", name
+        whole = held["whole"]
+        assert held["local"] == ranks[1][name]["local"] == [whole[0] // 2, *whole[1:]], name
+
+
+def test_fsdp2_checkpoints_are_sharded_and_resume_exactly(sft_runs, sixteen, tmp_path):
+    """Preempted at step 2 under cpu_fsdp2.yaml: each rank wrote its shard of the weights and of the optimizer
+    (SHARDED_STATE_DICT); the resumed run's losses and final whole model equal the uninterrupted run's."""
+    args = [*parity_args("sft_full.yaml", sixteen, tmp_path), "--save_strategy", "steps", "--save_steps", "100"]
+    first = launch("sft", *args, "--callbacks", "hooks:PreemptAtStep", accelerate_config="cpu_fsdp2", check=False,
+                   env={"HOOK_PREEMPT_AT_STEP": "2"})
+    assert "preempted: checkpoint-2 saved" in first.stdout, first.stderr[-3000:]
+    checkpoint = tmp_path / "checkpoint-2"
+    for part in ("pytorch_model_fsdp_0", "optimizer_0"):
+        assert sorted(p.name for p in (checkpoint / part).glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    assert not list(checkpoint.glob("*.safetensors")), "a sharded checkpoint holds no whole model"
+    second = launch("sft", *args, accelerate_config="cpu_fsdp2")
+    assert f"resuming from {checkpoint}" in second.stdout
+    reference = sft_runs[("cpu_fsdp2", "full")]
+    assert train_losses(tmp_path) == train_losses(reference)
+    final, expected = read_safetensors(tmp_path / "model.safetensors"), read_safetensors(reference / "model.safetensors")
+    assert final.keys() == expected.keys() and all(torch.equal(final[k], expected[k]) for k in expected)
 
 
 @pytest.mark.parametrize("accelerate_config", CONFIGS)
@@ -175,8 +210,9 @@ def test_qlora_under_zero3_matches_one_process(tmp_path, sixteen):
 def test_under_fsdp_its_own_activation_checkpointing_replaces_the_recipes():
     """fsdp2.yaml checkpoints activations through FSDP (`fsdp_activation_checkpointing`); transformers refuses that
     together with the recipe's `activation_checkpointing` once the model has loaded, so the check turns the
-    recipe's off first, and says why. (FSDP itself runs only on GPUs: accelerate enables it only on accelerator
-    process groups, and cpu_fsdp2.yaml runs as plain data parallel on a CPU.)"""
+    recipe's off first, and says why. With LoRA it is the other way round: FSDP's wrapper renames the layers and peft
+    then saves an empty adapter (test_sft_lora_adapter_matches_one_process[cpu_fsdp2] caught it), so the recipe's
+    checkpointing is on and FSDP's off."""
     args = checks.parse("sft", ["--config", str(RECIPES / "qwen3-8b" / "sft_full.yaml")],
                         environment.from_accelerate_file(str(ACCELERATE_CONFIGS / "fsdp2.yaml")))
     assert args.training.activation_checkpointing is False
@@ -184,37 +220,7 @@ def test_under_fsdp_its_own_activation_checkpointing_replaces_the_recipes():
     kept = checks.parse("sft", ["--config", str(RECIPES / "qwen3-8b" / "sft_full.yaml")],
                         environment.from_accelerate_file(str(ACCELERATE_CONFIGS / "zero3.yaml")))
     assert kept.training.activation_checkpointing is True
-
-
-def test_under_fsdp_checkpoints_are_sharded_and_the_final_model_is_whole(tmp_path):
-    """fsdp2.yaml writes sharded checkpoints (each rank its shard, inside the preemption window); the final save
-    switches the plugin to a full state dict before the trainer saves, so the model users load is one whole file.
-    FSDP runs only on GPUs: here the real accelerate plugin stands in a trainer that records what it saves with."""
-    from types import SimpleNamespace
-
-    from accelerate.utils import FullyShardedDataParallelPlugin
-
-    from posttrain_dist.run_folder import RunFolder
-
-    assert environment.read_accelerate_file(str(ACCELERATE_CONFIGS / "fsdp2.yaml"))["fsdp_config"][
-        "fsdp_state_dict_type"] == "SHARDED_STATE_DICT"
-    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, state_dict_type="SHARDED_STATE_DICT")
-    saved_with = []
-
-    class Saved(Exception):
-        pass
-
-    def save_model(path):
-        saved_with.append((path, str(plugin.state_dict_type)))
-        raise Saved  # what follows the weights (tokenizer, metrics) is another test's
-
-    import torch
-
-    trainer = SimpleNamespace(accelerator=SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin), num_processes=1,
-                                                          unwrap_model=lambda model: model, device="cpu"),
-                              model=torch.nn.Linear(2, 2), save_model=save_model)
-    run = checks.parse("sft", ["--config", str(RECIPES / "qwen3-8b" / "sft_full.yaml"), "--output_dir", str(tmp_path)],
-                       environment.from_accelerate_file(str(ACCELERATE_CONFIGS / "fsdp2.yaml")))
-    with pytest.raises(Saved):
-        RunFolder(run).save(trainer, tokenizer=None)
-    assert saved_with == [(str(tmp_path), "StateDictType.FULL_STATE_DICT")]
+    lora = checks.parse("sft", ["--config", str(RECIPES / "qwen3-8b" / "sft_lora.yaml"), "--activation_checkpointing",
+                                "false"], environment.from_accelerate_file(str(ACCELERATE_CONFIGS / "fsdp2.yaml")))
+    assert lora.training.activation_checkpointing is True
+    assert "instead of FSDP's" in lora.sources["activation_checkpointing"]
