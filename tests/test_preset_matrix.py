@@ -31,10 +31,9 @@ MEANT = {
     "grpo_tools_calculator.yaml": "zero3",
 }
 CPU_TWIN = {"zero3": "cpu_zero3", "zero2": "cpu_zero2", "ddp": "cpu_ddp", "fsdp2": "cpu_fsdp2"}
-# What a CPU cannot do, and what runs instead, where a preset sets it. Nothing else of a preset changes.
+# What a CPU cannot do, and what runs instead, where a preset sets it. Nothing else of a preset changes: bf16 weights
+# and bf16 mixed precision stay (this CPU computes in bf16, AVX-512 BF16), and so do QLoRA's bf16 compute and storage.
 CPU_FORCES = {
-    "bf16": "false",  # bf16 mixed precision -> float32
-    "dtype": "float32",  # bf16 weights -> float32
     "attn_implementation": "sdpa",  # flash-attention -> PyTorch's sdpa
     "use_vllm": "false",  # vLLM (colocated or a server) -> transformers' generate
 }
@@ -49,7 +48,7 @@ SCALE_OTHERS = {"teacher_model_name_or_path": "tiny-random-qwen3"}
 # the tiny Qwen3's tokenizer carries SmolLM2's template, not Qwen3's (which renders tools): a preset with tools gets
 # Qwen3's template as trl ships it, what Qwen3-8B's own tokenizer brings (and the report's held-out rollouts, 8)
 SCALE_TOOLS = {"chat_template": "trl:qwen3", "reward_eval_size": "8"}
-HOOKS = ["--callbacks", "hooks:RecordCheckpointing", "hooks:ExitTime"]
+HOOKS = ["--callbacks", "hooks:RecordCheckpointing", "hooks:ExitTime", "hooks:RecordPrecision"]
 
 
 def turn(role, text):
@@ -105,8 +104,16 @@ def test_cluster_preset_runs_on_the_cpu_twin_of_its_accelerate_config(name, hub_
     weights = list(tmp_path.glob("*.safetensors"))
     assert [w.name for w in weights] == ["adapter_model.safetensors" if raw.get("use_peft") else "model.safetensors"]
     assert all(t.numel() > 0 for t in read_safetensors(weights[0]).values()), "saved empty shards"
-    if raw.get("merge_adapter"):
-        assert (tmp_path / "merged" / "model.safetensors").is_file()
+
+    # bf16 as on the GPUs: every floating-point weight (trained and frozen) in bfloat16 during training and saved
+    # so; outside DeepSpeed (which runs its own bf16) accelerate's autocast computes in bfloat16
+    assert raw["dtype"] == "bfloat16" and raw["bf16"] is True
+    precision = json.loads((tmp_path / "precision_rank0.json").read_text())
+    assert set(precision["trainable"]) | set(precision["frozen"]) == {"torch.bfloat16"}, precision
+    if not MEANT[name].startswith("zero"):
+        assert precision["autocast"] == "torch.bfloat16"
+    saved = [weights[0]] + ([tmp_path / "merged" / "model.safetensors"] if raw.get("merge_adapter") else [])
+    assert {str(t.dtype) for path in saved for t in read_safetensors(path).values()} == {"torch.bfloat16"}
 
     # activation checkpointing as trl intends it: reentrant for LoRA/QLoRA under ZeRO-3 (non-reentrant fails in
     # backward on partitioned parameters), PyTorch's recommended non-reentrant otherwise
