@@ -330,6 +330,8 @@ class RunFolder:
             raise stopped from None
         self.drop_pickled_arguments()
         main = trainer.is_world_process_zero()
+        if fsdp is not None and main:
+            self.keep_training_dtype(args.model.dtype)
         model = trainer.accelerator.unwrap_model(trainer.model)
         dtype = str(getattr(model.config, "dtype", None) or "float32").replace("torch.", "")
         if main:
@@ -351,6 +353,35 @@ class RunFolder:
             modeling.merge_adapter(self.path, os.path.join(self.path, "merged"), save_dtype=dtype)
         if main:
             self.mark_finished(trainer.state.global_step, reported=False)
+
+    def keep_training_dtype(self, dtype: str | None) -> None:
+        """Under FSDP with bf16/fp16 mixed precision accelerate keeps the trained parameters in float32 (the master
+        weights; each forward casts them to the compute dtype), so the final state dict is float32. The saved files
+        are cast back to the dtype the model was loaded in, as ZeRO-3 and one process save it: a bf16 8B model
+        stays 16 GB, and its config says bfloat16."""
+        import torch
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        if dtype in (None, "auto", "float32"):
+            return
+        target, total = getattr(torch, dtype), 0
+        for name in sorted(n for n in os.listdir(self.path) if n.endswith(".safetensors")):
+            path = os.path.join(self.path, name)
+            with safe_open(path, "pt") as f:
+                metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+            cast = {k: t.to(target) if t.is_floating_point() else t for k, t in tensors.items()}
+            total += sum(t.numel() * t.element_size() for t in cast.values())
+            if any(t.dtype != cast[k].dtype for k, t in tensors.items()):
+                save_file(cast, path + ".partial", metadata=metadata)
+                os.replace(path + ".partial", path)
+        for name, key, value in (("config.json", "dtype", dtype), ("model.safetensors.index.json", "metadata", None)):
+            path = os.path.join(self.path, name)
+            if os.path.isfile(path):
+                with open(path) as f:
+                    content = json.load(f)
+                content[key] = value if value is not None else {**content.get(key, {}), "total_size": total}
+                safety.write_atomically(path, json.dumps(content, indent=2) + "\n")
 
     def drop_pickled_arguments(self) -> None:
         """transformers pickles the training arguments (`training_args.bin`) next to the model: they can hold a hub

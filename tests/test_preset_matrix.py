@@ -30,6 +30,9 @@ MEANT = {
     "distillation.yaml": "zero3",
     "grpo_tools_calculator.yaml": "zero3",
 }
+# presets also meant for FSDP2 (their headers say so): they run under its twin too, sharded for real
+ALSO_UNDER = {"sft_full.yaml": "fsdp2", "sft_qlora.yaml": "fsdp2"}
+CASES = sorted([(name, config) for name, config in MEANT.items()] + list(ALSO_UNDER.items()))
 CPU_TWIN = {"zero3": "cpu_zero3", "zero2": "cpu_zero2", "ddp": "cpu_ddp", "fsdp2": "cpu_fsdp2"}
 # What a CPU cannot do, and what runs instead, where a preset sets it. Nothing else of a preset changes: bf16 weights
 # and bf16 mixed precision stay (this CPU computes in bf16, AVX-512 BF16), and so do QLoRA's bf16 compute and storage.
@@ -48,7 +51,7 @@ SCALE_OTHERS = {"teacher_model_name_or_path": "tiny-random-qwen3"}
 # the tiny Qwen3's tokenizer carries SmolLM2's template, not Qwen3's (which renders tools): a preset with tools gets
 # Qwen3's template as trl ships it, what Qwen3-8B's own tokenizer brings (and the report's held-out rollouts, 8)
 SCALE_TOOLS = {"chat_template": "trl:qwen3", "reward_eval_size": "8"}
-HOOKS = ["--callbacks", "hooks:RecordCheckpointing", "hooks:ExitTime", "hooks:RecordPrecision"]
+HOOKS = ["--callbacks", "hooks:RecordCheckpointing", "hooks:ExitTime", "hooks:RecordPrecision", "hooks:RecordSharding"]
 
 
 def turn(role, text):
@@ -75,7 +78,7 @@ def hub_copies(tmp_path_factory):
     return folders
 
 
-def run_preset(preset: Path, hub_copies, output_dir) -> dict:
+def run_preset(preset: Path, hub_copies, output_dir, meant: str | None = None) -> dict:
     import yaml
 
     raw = yaml.safe_load(preset.read_text())
@@ -91,14 +94,14 @@ def run_preset(preset: Path, hub_copies, output_dir) -> dict:
         overrides.pop("max_length")
     argv = ["--config", str(preset), *[x for k, v in overrides.items() for x in (f"--{k}", v)], *HOOKS,
             "--output_dir", str(output_dir)]
-    launch(raw["method"], *argv, accelerate_config=CPU_TWIN[MEANT[preset.name]], timeout=900)
+    launch(raw["method"], *argv, accelerate_config=CPU_TWIN[meant or MEANT[preset.name]], timeout=900)
     return raw
 
 
-@pytest.mark.parametrize("name", sorted(MEANT))
-def test_cluster_preset_runs_on_the_cpu_twin_of_its_accelerate_config(name, hub_copies, tmp_path):
+@pytest.mark.parametrize("name,meant", CASES)
+def test_cluster_preset_runs_on_the_cpu_twin_of_its_accelerate_config(name, meant, hub_copies, tmp_path):
     preset = RECIPES / "qwen3-8b" / name
-    raw = run_preset(preset, hub_copies, tmp_path)
+    raw = run_preset(preset, hub_copies, tmp_path, meant)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["global_step"] == 2
     weights = list(tmp_path.glob("*.safetensors"))
@@ -109,16 +112,24 @@ def test_cluster_preset_runs_on_the_cpu_twin_of_its_accelerate_config(name, hub_
     # so; outside DeepSpeed (which runs its own bf16) accelerate's autocast computes in bfloat16
     assert raw["dtype"] == "bfloat16" and raw["bf16"] is True
     precision = json.loads((tmp_path / "precision_rank0.json").read_text())
-    assert set(precision["trainable"]) | set(precision["frozen"]) == {"torch.bfloat16"}, precision
-    if not MEANT[name].startswith("zero"):
+    assert set(precision["trainable"]) | set(precision["frozen"]) == {"torch.bfloat16"} or meant == "fsdp2", precision
+    if meant == "ddp":
         assert precision["autocast"] == "torch.bfloat16"
+    if meant == "fsdp2":  # FSDP2 computes in bf16 through its mixed-precision policy; the shards hold fp32 masters
+        sharding = [json.loads((tmp_path / f"sharding_rank{r}.json").read_text()) for r in (0, 1)]
+        assert all(held["class"] == "DTensor" and held["local"][0] * 2 == held["whole"][0]
+                   for rank in sharding for held in rank.values())
     saved = [weights[0]] + ([tmp_path / "merged" / "model.safetensors"] if raw.get("merge_adapter") else [])
     assert {str(t.dtype) for path in saved for t in read_safetensors(path).values()} == {"torch.bfloat16"}
+    for path in saved:
+        config = path.parent / "config.json"
+        assert not config.is_file() or json.loads(config.read_text())["dtype"] == "bfloat16"
 
     # activation checkpointing as trl intends it: reentrant for LoRA/QLoRA under ZeRO-3 (non-reentrant fails in
-    # backward on partitioned parameters), PyTorch's recommended non-reentrant otherwise
+    # backward on partitioned parameters), PyTorch's recommended non-reentrant otherwise; under FSDP2 FSDP's own
+    # (no transformers wrapping) except with LoRA (tests/test_distributed.py says why)
     assert raw["activation_checkpointing"] is True
-    expected = [bool(raw.get("use_peft")) and MEANT[name] == "zero3"]
+    expected = None if meant == "fsdp2" and not raw.get("use_peft") else [bool(raw.get("use_peft")) and meant == "zero3"]
     for rank in (0, 1):
         recorded = json.loads((tmp_path / f"checkpointing_rank{rank}.json").read_text())["use_reentrant"]
         assert recorded == expected, (name, rank, recorded)
