@@ -1,6 +1,7 @@
 """The preset matrix: every cluster preset as shipped runs 2 steps on two CPU processes, under the CPU twin of the
-accelerate config it is meant for, with its own settings (activation checkpointing, LoRA targets, packing, the
-reference model, GRPO's batch of generations) on a tiny Qwen3 of the presets' architecture. The substitutions a
+accelerate config it is meant for (FSDP2's twin sharding for real), with its own settings (bf16, activation
+checkpointing, LoRA targets, packing, the reference model, GRPO's batch of generations) on a tiny Qwen3 of the
+presets' architecture. The substitutions a
 CPU forces are the one table below; the scale (model, steps, lengths, local copies of the hub data) the other.
 The smollm2-135m presets are meant for one CPU process: tests/test_sft.py, test_dpo.py and test_grpo.py run them.
 """
