@@ -375,12 +375,13 @@ class RunFolder:
             if any(t.dtype != cast[k].dtype for k, t in tensors.items()):
                 save_file(cast, path + ".partial", metadata=metadata)
                 os.replace(path + ".partial", path)
-        for name, key, value in (("config.json", "dtype", dtype), ("model.safetensors.index.json", "metadata", None)):
+        for name, key, value in (("config.json", None, {"dtype": dtype}),
+                                 ("model.safetensors.index.json", "metadata", {"total_size": total})):
             path = os.path.join(self.path, name)
             if os.path.isfile(path):
                 with open(path) as f:
                     content = json.load(f)
-                content[key] = value if value is not None else {**content.get(key, {}), "total_size": total}
+                (content.setdefault(key, {}) if key else content).update(value)
                 safety.write_atomically(path, json.dumps(content, indent=2) + "\n")
 
     def drop_pickled_arguments(self) -> None:

@@ -33,7 +33,7 @@ MEANT = {
 }
 # presets also meant for FSDP2 (their headers say so): they run under its twin too, sharded for real
 ALSO_UNDER = {"sft_full.yaml": "fsdp2", "sft_qlora.yaml": "fsdp2"}
-CASES = sorted([(name, config) for name, config in MEANT.items()] + list(ALSO_UNDER.items()))
+CASES = sorted([*MEANT.items(), *ALSO_UNDER.items()])
 CPU_TWIN = {"zero3": "cpu_zero3", "zero2": "cpu_zero2", "ddp": "cpu_ddp", "fsdp2": "cpu_fsdp2"}
 # What a CPU cannot do, and what runs instead, where a preset sets it. Nothing else of a preset changes: bf16 weights
 # and bf16 mixed precision stay (this CPU computes in bf16, AVX-512 BF16), and so do QLoRA's bf16 compute and storage.
@@ -79,7 +79,7 @@ def hub_copies(tmp_path_factory):
     return folders
 
 
-def run_preset(preset: Path, hub_copies, output_dir, meant: str | None = None) -> dict:
+def run_preset(preset: Path, hub_copies, output_dir, meant: str) -> dict:
     import yaml
 
     raw = yaml.safe_load(preset.read_text())
@@ -95,7 +95,7 @@ def run_preset(preset: Path, hub_copies, output_dir, meant: str | None = None) -
         overrides.pop("max_length")
     argv = ["--config", str(preset), *[x for k, v in overrides.items() for x in (f"--{k}", v)], *HOOKS,
             "--output_dir", str(output_dir)]
-    launch(raw["method"], *argv, accelerate_config=CPU_TWIN[meant or MEANT[preset.name]], timeout=900)
+    launch(raw["method"], *argv, accelerate_config=CPU_TWIN[meant], timeout=900)
     return raw
 
 
@@ -109,8 +109,8 @@ def test_cluster_preset_runs_on_the_cpu_twin_of_its_accelerate_config(name, mean
     assert [w.name for w in weights] == ["adapter_model.safetensors" if raw.get("use_peft") else "model.safetensors"]
     assert all(t.numel() > 0 for t in read_safetensors(weights[0]).values()), "saved empty shards"
 
-    # bf16 as on the GPUs: every floating-point weight (trained and frozen) in bfloat16 during training and saved
-    # so; outside DeepSpeed (which runs its own bf16) accelerate's autocast computes in bfloat16
+    # bf16 as on the GPUs: every floating-point weight (trained and frozen) in bfloat16 during training (FSDP2 keeps
+    # fp32 masters) and saved so; under DDP accelerate's autocast computes in bfloat16 (DeepSpeed runs its own bf16)
     assert raw["dtype"] == "bfloat16" and raw["bf16"] is True
     precision = json.loads((tmp_path / "precision_rank0.json").read_text())
     assert set(precision["trainable"]) | set(precision["frozen"]) == {"torch.bfloat16"} or meant == "fsdp2", precision
