@@ -96,6 +96,9 @@ class RecipeArgs:
         "Data (any source, SFT formats) whose answers' perplexity is measured before and after training: "
         "a check that general ability survives. Uses its `test` split when it has one.",
     )
+    served_check: bool = _field(True, "After the run, where vLLM is installed: the saved (or merged) model served by "
+                                      "vLLM answers a few prompts greedily as the trained one does in transformers "
+                                      "(report.md says so, or that vLLM is not installed).")
     callbacks: list[str] | None = _field(
         None,
         "Trainer callbacks of your own, as `package.module:Name` (a TrainerCallback class or instance), "

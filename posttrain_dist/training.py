@@ -22,7 +22,7 @@ import sys
 
 from transformers import TrainerCallback
 
-from . import guards
+from . import guards, vllm_sync
 from .errors import ConfigError
 from .guards import _agreed
 from .signals import EXIT_PREEMPTED, PREEMPT_SIGNALS, _requested, catch_preemption, stop_requested  # noqa: F401
@@ -86,6 +86,7 @@ def attach(trainer, run) -> Preemption:
     preemption = Preemption(trainer.accelerator)
     trainer.add_callback(preemption)
     trainer.add_callback(guards.DiskSpace(trainer, run))
+    vllm_sync.attach(trainer, run.args)  # a colocated vLLM: its CPU weight copy, `vllm_sync_check`
     return preemption
 
 
@@ -166,7 +167,11 @@ def release(trainer) -> None:
 
 def finish(trainer) -> None:
     """The recipes' last step: every rank waits until the main process has written everything, then the
-    process group ends before the interpreter does."""
+    process group ends before the interpreter does. A colocated vLLM engine stops first: it joined the run's
+    process group and ends it itself."""
+    trainer.accelerator.wait_for_everyone()
+    if vllm_sync.shutdown(trainer):
+        return
     _end_process_group(trainer.accelerator)
 
 

@@ -139,9 +139,13 @@ def test_reward_weights_must_match_rewards(tmp_path, capsys, no_model_loading):
     assert "`reward_weights` has 2 values for 1 rewards" in err
 
 
-def test_vllm_on_cpu_is_refused():
-    with pytest.raises(ConfigError, match="needs GPUs"):
+def test_vllm_on_cpu_is_refused_where_it_cannot_run():
+    with pytest.raises(ConfigError, match="needs GPUs, or on a CPU vLLM's CPU build"):  # not installed here
         checks.parse("grpo", ["--dataset_name", "builtin:arithmetic", "--use_vllm", "true"])
+    with pytest.raises(ConfigError, match="`vllm_mode: server` needs GPUs"):  # no weight transfer without CUDA
+        checks.parse("grpo", ["--dataset_name", "builtin:arithmetic", "--use_vllm", "true", "--vllm_mode", "server"])
+    with pytest.raises(ConfigError, match="needs `use_vllm: true` and `vllm_mode: colocate`"):
+        checks.parse("grpo", ["--dataset_name", "builtin:arithmetic", "--vllm_sync_check", "2"])
 
 
 def test_long_prompts_are_dropped_and_counted(tiny_model_path, capsys):

@@ -212,7 +212,9 @@ def test_run_folder_holds_curves_report_and_tensorboard_logs(runs):
     assert curves.plot(history, methods.get("sft").panels, str(output_dir / "again.png"))[:2] == ["loss", "learning rate"]
     report = (output_dir / "report.md").read_text()
     for part in ("## Config", "`use_peft` | `true` | file", "builtin:sft-basics", "training rows", "## Final metrics",
-                 "![training curves](curves.png)", "## Answers before and after", "Say hi."):
+                 "![training curves](curves.png)", "## Answers before and after", "Say hi.",
+                 # vLLM lives in .venv-vllm (make test-vllm), not here: the report says so, never that it was checked
+                 "Served = trained: not checked: vLLM is not installed here"):
         assert part in report, part
     events = list((output_dir / "runs").rglob("events.out.tfevents.*"))
     assert events, "report_to: tensorboard wrote no event file"

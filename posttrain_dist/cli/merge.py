@@ -18,7 +18,7 @@ def add(sub) -> None:
 
 
 def merge(args) -> None:
-    from .. import generation, modeling
+    from .. import generation, modeling, served
     from ..errors import UserError
 
     target = args.out or os.path.join(args.adapter, "merged")
@@ -32,3 +32,7 @@ def merge(args) -> None:
         raise UserError(f"the merged model answers {check['differing']} of {len(prompts)} prompts differently from "
                         f"the adapter model; do not ship {target} (see the table above).")
     print(f"greedy answers equal on all {len(prompts)} prompts")
+    result = served.check(target, args.adapter, prompts, args.max_new_tokens)
+    print(served.summary(result))
+    if result.get("checked") and not result["equal"]:
+        raise UserError(f"vLLM serving {target} answers differently from the adapter model; do not ship it.")

@@ -9,9 +9,10 @@ held-out rewards evaluator.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 
-from .. import data, evaluation, formats, generation, rewards, sources, tools
+from .. import data, evaluation, formats, generation, rewards, sources, tools, vllm_sync
 from ..config import RecipeArgs, _field
 from ..errors import ConfigError
 from ..rewards_openr1 import DEFAULTS as OPEN_R1
@@ -40,6 +41,9 @@ class OnlineArgs(RecipeArgs):
         None, "GRPO with tools: a built-in environment (`calculator`: word problems; `countdown`: puzzles with an "
               "equation checker) or `package.module:Class` (trl's environment: `reset`, tool methods, `get_reward`). "
               "One instance per rollout; its tools join `tools`.")
+    vllm_sync_check: int = _field(0, "Every N optimizer steps, compare the colocated vLLM's log-probabilities of one "
+                                     "sampled completion with the trained model's, and stop the run when its weights "
+                                     "differ (0: off). Needs `use_vllm: true`, `vllm_mode: colocate`.")
     # parameters of open-r1's rewards, under open-r1's names and with its defaults (posttrain_dist.rewards_openr1)
     cosine_min_value_wrong: float = _field(OPEN_R1["cosine_min_value_wrong"], "`cosine` reward: a wrong answer's value "
                                                                                "at length 0.")
@@ -118,12 +122,25 @@ def check(args) -> None:
         raise ConfigError(f"`reward_weights` has {len(weights)} values for {len(names)} rewards ({names}); give one "
                           "weight per reward.")
     if args.training.use_vllm and not args.env.for_gpus:
-        if args.env.planned:
-            raise ConfigError(
-                "`use_vllm: true` needs GPUs, and this plan is for CPU processes (the default `--accelerate cpu`): "
-                "plan it for the cluster it is meant for, e.g. `posttrain-dist plan PRESET --accelerate zero3 "
-                "--gpus-per-node 8` (add `--nodes N` for several nodes).")
-        raise ConfigError("`use_vllm: true` needs GPUs; on a CPU leave it off and trl generates with transformers.")
+        check_vllm_on_cpu(args)
+    vllm_sync.check_options(args)
+
+
+def check_vllm_on_cpu(args) -> None:
+    """vLLM's CPU build runs colocated on a CPU (the tests' second environment, `make vllm-env`); its server mode
+    cannot take trained weights without CUDA (vLLM's weight transfer is NCCL or CUDA IPC)."""
+    if args.env.planned:
+        raise ConfigError(
+            "`use_vllm: true` needs GPUs, and this plan is for CPU processes (the default `--accelerate cpu`): "
+            "plan it for the cluster it is meant for, e.g. `posttrain-dist plan PRESET --accelerate zero3 "
+            "--gpus-per-node 8` (add `--nodes N` for several nodes).")
+    if args.training.vllm_mode != "colocate":
+        raise ConfigError("`vllm_mode: server` needs GPUs (the trained weights reach the server over NCCL); on a CPU "
+                          "use `vllm_mode: colocate` with vLLM's CPU build, or leave `use_vllm` off and trl "
+                          "generates with transformers.")
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError("`use_vllm: true` needs GPUs, or on a CPU vLLM's CPU build (`make vllm-env` makes "
+                          ".venv-vllm with it): on a CPU leave it off and trl generates with transformers.")
 
 
 def check_tools(args) -> None:
