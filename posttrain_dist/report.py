@@ -89,9 +89,11 @@ def write(trainer, run) -> dict:
 def served_check(output_dir: str, result: dict) -> dict:
     """vLLM on the saved (or merged) model against the trained one, on the prompts answered before and after (the
     merge check's questions when there were none)."""
+    if not served.available():
+        return {"checked": False, "why": served.NOT_INSTALLED}
     pair = served.folders(output_dir)
-    if pair is None:
-        return {"checked": False, "why": "not checked: not a model vLLM generates with (a reward model), or no merged copy"}
+    if isinstance(pair, str):
+        return {"checked": False, "why": pair}
     asked = [row["prompt"] for row in result.get("after") or [] if isinstance(row, dict) and isinstance(row.get("prompt"), str)]
     return served.check(*pair, asked[:4] or generation.MERGE_CHECK_PROMPTS)
 

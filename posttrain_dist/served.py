@@ -32,15 +32,19 @@ def available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def folders(output_dir: str) -> tuple[str, str] | None:
+def folders(output_dir: str) -> tuple[str, str] | str:
     """(what vLLM would serve, what was trained) for a run's output folder: the folder itself, or for an adapter its
-    merged copy and the adapter; None for a model vLLM does not generate with (a reward model) or no merged copy."""
+    merged copy and the adapter; else why there is nothing to check."""
     from . import modeling
 
     if os.path.isfile(os.path.join(output_dir, "adapter_config.json")):
         merged = os.path.join(output_dir, "merged")
-        return (merged, output_dir) if os.path.isfile(os.path.join(merged, "config.json")) else None
-    return (output_dir, output_dir) if modeling.kind_of(output_dir) == "causal-lm" else None
+        if os.path.isfile(os.path.join(merged, "config.json")):
+            return merged, output_dir
+        return "not checked: the adapter was not merged (`merge_adapter: false`); `posttrain-dist merge` checks it"
+    if modeling.kind_of(output_dir) != "causal-lm":
+        return "not checked: a reward model (vLLM serves it for scoring, not for answers)"
+    return output_dir, output_dir
 
 
 def check(served: str, trained: str, prompts: list[str], max_new_tokens: int = 24, timeout: int = 1200) -> dict:

@@ -154,3 +154,27 @@ def test_a_preempted_run_pushes_nothing(tmp_path, standin, monkeypatch):
     assert not [call for call in standin.calls if call[0] == "POST"] and not standin.repos
     refused = cli("push", str(out), env={"HF_ENDPOINT": standin.endpoint, "HF_TOKEN": "hf_test"})
     assert refused.returncode != 0 and "stopped for preemption; resume it first" in refused.stderr
+
+
+def test_served_check_names_what_it_compares_and_why_not(tmp_path, monkeypatch):
+    """Which folders vLLM would serve and which was trained; where there is nothing to serve, or no vLLM, the report
+    says so rather than calling it checked."""
+    from posttrain_dist import report, served
+
+    full, adapter, unmerged, scorer = (tmp_path / n for n in ("full", "adapter", "unmerged", "scorer"))
+    for folder, config in ((full, {"architectures": ["LlamaForCausalLM"]}), (adapter / "merged", {}),
+                           (scorer, {"architectures": ["LlamaForSequenceClassification"]})):
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps(config))
+    for folder in (adapter, unmerged):
+        folder.mkdir(exist_ok=True)
+        (folder / "adapter_config.json").write_text(json.dumps({"task_type": "CAUSAL_LM"}))
+    assert served.folders(str(full)) == (str(full), str(full))
+    assert served.folders(str(adapter)) == (str(adapter / "merged"), str(adapter))
+    assert "was not merged" in served.folders(str(unmerged))
+    assert "a reward model" in served.folders(str(scorer))
+    monkeypatch.setattr(served, "available", lambda: False)  # as in this environment (vLLM is in .venv-vllm)
+    result = report.served_check(str(full), {})
+    assert result == {"checked": False, "why": served.NOT_INSTALLED}
+    assert served.summary(result).startswith("Served = trained: not checked: vLLM is not installed here")
+    assert served.check(str(full), str(full), ["Hi"]) == result
