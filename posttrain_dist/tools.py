@@ -310,8 +310,9 @@ def rollouts(model, tokenizer, rows: list[dict], cls, tools: list, max_turns: in
         active = [state for state in states if not state.get("done")]
         for start in range(0, len(active), batch_size):
             chunk = active[start : start + batch_size]
-            for state, new in zip(chunk, _generate(model, tokenizer, chunk, max_new_tokens, template_kwargs or {})):
-                _take_turn(state, tokenizer, new, last=turn == max_turns)
+            for state, (new, prompt) in zip(chunk, _generate(model, tokenizer, chunk, max_new_tokens,
+                                                              template_kwargs or {})):
+                _take_turn(state, tokenizer, new, prompt, last=turn == max_turns)
     results = []
     for state in states:
         env, completion = state["environment"], state["completion"]
@@ -321,8 +322,8 @@ def rollouts(model, tokenizer, rows: list[dict], cls, tools: list, max_turns: in
     return results
 
 
-def _generate(model, tokenizer, states: list[dict], max_new_tokens: int, template_kwargs: dict) -> list[list[int]]:
-    """One greedy turn for each rollout of a batch (left-padded): the new token ids, padding left out."""
+def _generate(model, tokenizer, states: list[dict], max_new_tokens: int, template_kwargs: dict) -> list[tuple]:
+    """One greedy turn for each rollout of a batch (left-padded): (the new token ids, the prompt's), padding left out."""
     import torch
 
     texts = [tokenizer.apply_chat_template(s["messages"] + s["completion"], tools=list(s["available"].values()),
@@ -336,16 +337,18 @@ def _generate(model, tokenizer, states: list[dict], max_new_tokens: int, templat
     with torch.no_grad():
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
                              synced_gpus=False)  # the main process alone, even in a ZeRO-3 run
-    return [[t for t in row.tolist() if t != tokenizer.pad_token_id] for row in out[:, batch["input_ids"].shape[1]:]]
+    prompts = [row[mask.bool()].tolist() for row, mask in zip(batch["input_ids"], batch["attention_mask"])]
+    new = [[t for t in row.tolist() if t != tokenizer.pad_token_id] for row in out[:, batch["input_ids"].shape[1]:]]
+    return list(zip(new, prompts))
 
 
-def _take_turn(state: dict, tokenizer, new: list[int], last: bool) -> None:
-    """The model's message from its new tokens; its tool calls run (an error goes back as the result, as trl does);
-    the rollout ends on a message without calls, or on the last turn."""
-    try:
-        message = tokenizer.parse_response(new)
-    except Exception:  # noqa: BLE001  (a format the parser does not follow: the text as it is)
-        message = {"content": tokenizer.decode(new, skip_special_tokens=True)}
+def _take_turn(state: dict, tokenizer, new: list[int], prompt: list[int], last: bool) -> None:
+    """The model's message from its new tokens, parsed as trl parses a rollout's turn (with the prompt as the
+    parser's prefix: transformers' parser needs it; text that does not parse stays text); its tool calls run (an
+    error goes back as the result, as trl does); the rollout ends on a message without calls, or on the last turn."""
+    from trl.chat_template_utils import parse_response
+
+    message = parse_response(tokenizer, new, prefix=prompt, tools=list(state["available"].values()))
     message = {"role": "assistant", **{k: v for k, v in message.items() if k != "role"}}
     state["completion"].append(message)
     calls = message.get("tool_calls") or []

@@ -126,3 +126,29 @@ def test_the_environments_score_a_rollout_by_hand():
     assert countdown.check("3 + 5 + 2") == "not yet: 3 + 5 + 2 = 10, the target is 16"
     assert countdown.check("(3 + 5) * 3").startswith("not yet: use each of [3, 5, 2] exactly once")
     assert countdown._outcome([{"role": "assistant", "content": "<answer>(3 + 5) * 2</answer>"}])["score"] == 1.0
+
+
+def test_held_out_rollouts_parse_and_run_a_well_formed_call(tiny_model_path):
+    """The report's rollouts parse a turn as trl does (transformers' parser needs the prompt as its prefix: without
+    it every call counted as malformed): a scripted model calls the calculator, reads 19 and answers 19."""
+    import torch
+
+    from posttrain_dist import config, modeling, tasks
+
+    tokenizer = modeling.load_tokenizer(config.ModelArgs(model_name_or_path=tiny_model_path), "trl:qwen3")
+    turns = iter(['<tool_call>\n{"name": "calculator", "arguments": {"expression": "12 + 7"}}\n</tool_call><|im_end|>',
+                  "The answer is 19.<|im_end|>"])
+
+    class Scripted:
+        device = "cpu"
+
+        def generate(self, input_ids, attention_mask=None, **kwargs):
+            reply = tokenizer(next(turns), add_special_tokens=False, return_tensors="pt")["input_ids"]
+            return torch.cat([input_ids, reply.expand(len(input_ids), -1)], dim=1)
+
+    row = {**tasks.word_problems("test", 0)[0], "answer": "19"}
+    done = tools.rollouts(Scripted(), tokenizer, [row], tools.environment_class("calculator"), [], 2, 64)
+    assert [m["role"] for m in done[0]["completion"]] == ["assistant", "tool", "assistant"]
+    assert done[0]["completion"][1]["content"] == "19"
+    assert tools.counts(done) == {"calls_per_rollout": 1.0, "turns_per_rollout": 2.0, "malformed_share": 0.0,
+                                  "correct": 1.0}
