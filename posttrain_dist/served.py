@@ -115,17 +115,15 @@ def compare(served: str, trained: str, prompts: list[str], max_new_tokens: int) 
     differ, near_ties, tokens = [], 0, 0
     for prompt, ids, out in zip(prompts, prompt_ids, outs):
         by_vllm = list(out.outputs[0].token_ids)
-        by_transformers = [t for t in _transformers_greedy(model, ids, max_new_tokens)]
+        by_transformers = _transformers_greedy(model, ids, max_new_tokens)
         cut = next((i for i, t in enumerate(by_transformers) if t in eos), None)  # vLLM stops at the end token too
         by_transformers = by_transformers[:cut + 1] if cut is not None else by_transformers
         same = next((i for i, (a, b) in enumerate(zip(by_vllm, by_transformers)) if a != b), None)
         if same is None:
-            same_length = len(by_vllm) == len(by_transformers)
             tokens += len(by_vllm)
-            if same_length:
-                continue
-            differ.append({"prompt": prompt, "vllm": tokenizer.decode(by_vllm),
-                           "transformers": tokenizer.decode(by_transformers)})
+            if len(by_vllm) != len(by_transformers):
+                differ.append({"prompt": prompt, "vllm": tokenizer.decode(by_vllm),
+                               "transformers": tokenizer.decode(by_transformers)})
             continue
         gap = _gap(model, ids + by_vllm[:same], by_vllm[same], by_transformers[same])
         if gap <= NEAR_TIE.get(dtype, NEAR_TIE["bfloat16"]):
