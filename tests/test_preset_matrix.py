@@ -1,12 +1,13 @@
 """The preset matrix: every cluster preset as shipped runs 2 steps on two CPU processes, under the CPU twin of the
 accelerate config it is meant for (FSDP2's twin sharding for real), with its own settings (bf16, activation
-checkpointing, LoRA targets, packing, the reference model, GRPO's batch of generations) on a tiny Qwen3 of the
-presets' architecture. The substitutions a
+checkpointing, LoRA targets, packing, the reference model, GRPO's groups of generations and gradient accumulation) on
+a tiny Qwen3 of the presets' architecture. The substitutions a
 CPU forces are the one table below; the scale (model, steps, lengths, local copies of the hub data) the other.
 The smollm2-135m presets are meant for one CPU process: tests/test_sft.py, test_dpo.py and test_grpo.py run them.
 """
 
 import json
+import math
 from pathlib import Path
 
 import datasets
@@ -42,7 +43,8 @@ CPU_FORCES = {
     "use_vllm": "false",  # vLLM (colocated or a server) -> transformers' generate
 }
 # The scale: the tiny model of the same architecture, two steps, short sequences, the hub data as local copies
-# in the same layouts (train and test splits).
+# in the same layouts (train and test splits); methods that generate take fewer rollouts a device
+# (smallest_generation_batch).
 SCALE = {"model_name_or_path": "tiny-random-qwen3", "max_steps": "2", "max_length": "64", "max_completion_length": "16",
          "dataset_config": "none"}
 HUB_DATA = {"HuggingFaceTB/smoltalk": "smoltalk", "trl-lib/ultrafeedback_binarized": "ultrafeedback",
@@ -93,10 +95,20 @@ def run_preset(preset: Path, hub_copies, output_dir, meant: str) -> dict:
         overrides.pop("max_completion_length")
     else:
         overrides.pop("max_length")
+        overrides["per_device_train_batch_size"] = str(smallest_generation_batch(raw))
     argv = ["--config", str(preset), *[x for k, v in overrides.items() for x in (f"--{k}", v)], *HOOKS,
             "--output_dir", str(output_dir)]
     launch(raw["method"], *argv, accelerate_config=CPU_TWIN[meant], timeout=900)
     return raw
+
+
+def smallest_generation_batch(raw: dict, processes: int = 2) -> int:
+    """The scale of a method that generates: the fewest rollouts a device may take (at least 2, so that sequences of
+    different lengths share a batch) while its gradient accumulation and the two processes still make whole groups
+    of `num_generations` (trl's rule), as the preset's own batch does on its GPUs. A step's generation time grows
+    with its rollouts: the preset's 8 per device made the tool-use case 2.5 times slower."""
+    group = raw.get("num_generations", 8)
+    return max(2, group // math.gcd(group, processes * raw.get("gradient_accumulation_steps", 1)))
 
 
 @pytest.mark.parametrize("name,meant", CASES)
