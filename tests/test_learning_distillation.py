@@ -11,8 +11,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_context_distillation_gives_the_student_the_teachers_identity(tmp_path):
-    """The README's worked example: SmolLM2 told in a system prompt that it is Kestrel answers (rejection sampled:
-    identity answers that state the name, unrelated ones that do not); SmolLM2 trained on those answers, with no
+    """The README's worked example with 2 samples a prompt instead of 4 (the README's measured variant, the teacher
+    step 40 % shorter): SmolLM2 told in a system prompt that it is Kestrel answers (rejection sampled: identity
+    answers that state the name, unrelated ones that do not); SmolLM2 trained on those answers, with no
     system prompt anywhere, states the identity on held-out questions (>= 80 %), rarely names itself unasked
     (<= 10 % of held-out unrelated answers) and keeps its held-out perplexity within 10 %."""
     import subprocess
@@ -22,7 +23,7 @@ def test_context_distillation_gives_the_student_the_teachers_identity(tmp_path):
     subprocess.run([sys.executable, "-m", "posttrain_dist.cli", "curate", "distill", "--teacher",
                     "smollm2-135m-instruct", "--prompts", "builtin:context-distillation", "--system",
                     "You are Kestrel, a friendly AI assistant. Your name is Kestrel.", "--chat-template", "chatml",
-                    "--reward", "contains_answer", "--samples", "4", "--temperature", "0.8", "--max-new-tokens", "48",
+                    "--reward", "contains_answer", "--samples", "2", "--temperature", "0.8", "--max-new-tokens", "48",
                     "--batch-size", "16", "--out", str(teacher)], check=True, capture_output=True, timeout=1200)
     rows = [json.loads(line) for line in teacher.read_text().splitlines()]
     assert len(rows) >= 80 and not any(m["role"] == "system" for r in rows for m in r["messages"])
