@@ -139,14 +139,16 @@ def test_each_rank_sees_its_own_examples_once_an_epoch(sft_runs, accelerate_conf
 # ---------------------------------------------------------------- DPO and GRPO under each config
 
 
-# Under ZeRO-3, DPO full and LoRA and GRPO full run in the preset matrix (tests/test_preset_matrix.py: the qwen3-8b
-# presets on cpu_zero3, with the same checks of one saved, non-empty model after 2 steps).
-IN_THE_PRESET_MATRIX = {("full", "dpo", "cpu_zero3"), ("lora", "dpo", "cpu_zero3"), ("full", "grpo", "cpu_zero3")}
+# Run with the same checks of one saved, non-empty model after 2 steps elsewhere: under ZeRO-3, DPO full and LoRA and
+# GRPO full in the preset matrix (tests/test_preset_matrix.py: the qwen3-8b presets on cpu_zero3); GRPO full under
+# DDP across two Slurm nodes (tests/test_slurm.py).
+RUN_ELSEWHERE = {("full", "dpo", "cpu_zero3"), ("lora", "dpo", "cpu_zero3"), ("full", "grpo", "cpu_zero3"),
+                 ("full", "grpo", "cpu_ddp")}
 
 
 @pytest.mark.parametrize("variant,method,accelerate_config",
                          [c for c in ((v, m, a) for v in ("full", "lora") for m in ("dpo", "grpo") for a in CONFIGS)
-                          if c not in IN_THE_PRESET_MATRIX])
+                          if c not in RUN_ELSEWHERE])
 def test_dpo_and_grpo_run_and_save_one_model(tmp_path, accelerate_config, method, variant):
     extra = ["--reward_eval_size", "4", "--max_completion_length", "8"] if method == "grpo" else []
     launch(method, "--config", str(PRESETS / f"{method}_{variant}.yaml"), *TINY_OVERRIDES, "--output_dir",
