@@ -142,6 +142,16 @@ def read_safetensors(path) -> dict:
     return load_file(str(path))
 
 
+def assert_one_saved_model(folder, filename: str) -> dict:
+    """The run saved one model, once (`filename` is the folder's only safetensors file), and no tensor of it is empty
+    (a sharded save that gathered nothing); its tensors."""
+    folder = Path(folder)
+    assert [w.name for w in folder.glob("*.safetensors")] == [filename], "one model, saved once"
+    saved = read_safetensors(folder / filename)
+    assert saved and all(t.numel() > 0 for t in saved.values()), "saved empty tensors"
+    return saved
+
+
 # Presets that read what an earlier command writes (the README's `curate distill` before sft_distill_identity.yaml,
 # the reward model before GRPO against it, the SFT teacher before on-policy distillation): the path, relative to
 # where the user runs, and what it is.

@@ -14,8 +14,8 @@ from posttrain_dist.errors import ConfigError
 
 from hooks import read_trace
 
-from conftest import (ACCELERATE_CONFIGS, PRESETS, RECIPES, TINY, TINY_OVERRIDES, launch, read_safetensors,
-                      train_losses, write_numbered_conversations)
+from conftest import (ACCELERATE_CONFIGS, PRESETS, RECIPES, TINY, TINY_OVERRIDES, assert_one_saved_model, launch,
+                      read_safetensors, train_losses, write_numbered_conversations)
 
 # its tests share the SFT parity runs: `make test` runs a module in one worker
 # (pytest-xdist --dist loadfile)
@@ -154,10 +154,7 @@ def test_dpo_and_grpo_run_and_save_one_model(tmp_path, accelerate_config, method
     launch(method, "--config", str(PRESETS / f"{method}_{variant}.yaml"), *TINY_OVERRIDES, "--output_dir",
            str(tmp_path), "--merge_adapter", "false", *extra, accelerate_config=accelerate_config)
     assert len(train_losses(tmp_path)) == 2
-    weights = tmp_path / ("model.safetensors" if variant == "full" else "adapter_model.safetensors")
-    saved = read_safetensors(weights)
-    assert saved and all(t.numel() > 0 for t in saved.values())
-    assert len(list(tmp_path.glob("*.safetensors"))) == 1, "one model, saved once"
+    assert_one_saved_model(tmp_path, "model.safetensors" if variant == "full" else "adapter_model.safetensors")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["global_step"] == 2
 

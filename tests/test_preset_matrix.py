@@ -15,7 +15,7 @@ import pytest
 
 from posttrain_dist import methods
 
-from conftest import RECIPES, launch, read_safetensors
+from conftest import RECIPES, assert_one_saved_model, launch, read_safetensors
 
 # preset -> the accelerate config it is meant for (as its header says)
 MEANT = {
@@ -117,9 +117,8 @@ def test_cluster_preset_runs_on_the_cpu_twin_of_its_accelerate_config(name, mean
     raw = run_preset(preset, hub_copies, tmp_path, meant)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["global_step"] == 2
-    weights = list(tmp_path.glob("*.safetensors"))
-    assert [w.name for w in weights] == ["adapter_model.safetensors" if raw.get("use_peft") else "model.safetensors"]
-    assert all(t.numel() > 0 for t in read_safetensors(weights[0]).values()), "saved empty shards"
+    weights = tmp_path / ("adapter_model.safetensors" if raw.get("use_peft") else "model.safetensors")
+    assert_one_saved_model(tmp_path, weights.name)
 
     # bf16 as on the GPUs: every floating-point weight (trained and frozen) in bfloat16 during training (FSDP2 keeps
     # fp32 masters) and saved so; under DDP accelerate's autocast computes in bfloat16 (DeepSpeed runs its own bf16)
@@ -132,7 +131,7 @@ def test_cluster_preset_runs_on_the_cpu_twin_of_its_accelerate_config(name, mean
         sharding = [json.loads((tmp_path / f"sharding_rank{r}.json").read_text()) for r in (0, 1)]
         assert all(held["class"] == "DTensor" and held["local"][0] * 2 == held["whole"][0]
                    for rank in sharding for held in rank.values())
-    saved = [weights[0]] + ([tmp_path / "merged" / "model.safetensors"] if raw.get("merge_adapter") else [])
+    saved = [weights] + ([tmp_path / "merged" / "model.safetensors"] if raw.get("merge_adapter") else [])
     assert {str(t.dtype) for path in saved for t in read_safetensors(path).values()} == {"torch.bfloat16"}
     for path in saved:
         config = path.parent / "config.json"

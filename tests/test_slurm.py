@@ -14,7 +14,8 @@ import torch
 
 from posttrain_dist import run_folder, training
 
-from conftest import PRESETS, ROOT, TINY, launch, read_safetensors, train_losses, write_numbered_conversations
+from conftest import (PRESETS, ROOT, TINY, assert_one_saved_model, launch, read_safetensors, train_losses,
+                      write_numbered_conversations)
 from hooks import read_trace
 from slurm_cluster import environ_of
 
@@ -166,8 +167,7 @@ def test_grpo_across_two_nodes(cluster, tmp_path):
     info = cluster.wait(job, timeout=240)
     assert info["JobState"] == "COMPLETED", failure(cluster, tmp_path, job)
     assert json.loads((out / "metrics.json").read_text())["global_step"] == 2 and len(train_losses(out)) == 2
-    saved = read_safetensors(out / "model.safetensors")  # one whole model, saved once (test_distributed's checks)
-    assert saved and all(t.numel() > 0 for t in saved.values()) and len(list(out.glob("*.safetensors"))) == 1
+    assert_one_saved_model(out, "model.safetensors")
     assert (out / "evaluation.json").is_file()
 
 
