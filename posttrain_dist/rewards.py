@@ -381,11 +381,13 @@ def check_data(names: list[str], functions: list, dataset, source: str = "data",
 
 def score(functions: list, weights: list[float] | None, prompts: list, completions: list, completion_ids: list,
           **columns) -> dict:
-    """Mean of each reward over the completions, and their weighted sum as trl totals it."""
+    """Mean of each reward over the completions, and their weighted sum as trl totals it; `per_completion`: each
+    completion's weighted sum (a reward that gave it None counts 0, as trl counts it)."""
     weights = weights or [1.0] * len(functions)
-    means = {}
-    for function in functions:
-        values = [v for v in function(prompts=prompts, completions=completions, completion_ids=completion_ids,
-                                      **columns) if v is not None]
+    means, totals = {}, [0.0] * len(completions)
+    for function, weight in zip(functions, weights + [0.0] * (len(functions) - len(weights))):
+        given = function(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
+        values = [v for v in given if v is not None]
         means[function.__name__] = sum(values) / len(values) if values else float("nan")
-    return {"rewards": means, "mean": sum(w * m for w, m in zip(weights, means.values()))}
+        totals = [t + weight * v if v is not None else t for t, v in zip(totals, given)]
+    return {"rewards": means, "mean": sum(w * m for w, m in zip(weights, means.values())), "per_completion": totals}

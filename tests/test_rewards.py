@@ -199,3 +199,28 @@ def test_open_r1_reward_parameters_are_read_from_the_config():
 def test_open_r1_sandbox_rewards_are_refused_saying_why(name):
     with pytest.raises(ConfigError, match="sandbox"):
         _openr1(name)
+
+
+def test_score_totals_each_completion_as_trl_does_and_the_summary_counts_prompts_that_rose():
+    from types import SimpleNamespace
+
+    from posttrain_dist.methods.online import HeldOutRewards
+
+    def length(completions, **_):
+        return [float(len(c)) for c in completions]
+
+    def says_yes(completions, **_):  # no opinion (None) on answers without "yes", as a reward may have
+        return [1.0 if "yes" in c else None for c in completions]
+
+    scored = rewards.score([length, says_yes], [0.5, 2.0], ["p"] * 3, ["yes", "no", "yess"], [[]] * 3)
+    assert scored["rewards"] == {"length": 3.0, "says_yes": 1.0}
+    assert scored["per_completion"] == pytest.approx([3.5, 1.0, 4.0])  # None counts 0, as trl's nansum counts it
+    evaluator = HeldOutRewards.__new__(HeldOutRewards)
+    before = {**HeldOutRewards.per_prompt(scored), "prompts": 3}
+    after = {**HeldOutRewards.per_prompt(rewards.score([length, says_yes], [0.5, 2.0], ["p"] * 3,
+                                                       ["yes!", "no", "ye"], [[]] * 3)), "prompts": 3}
+    summary = evaluator.summary(before, after)
+    assert (summary["reward_rose_on"], summary["reward_fell_on"]) == (1, 1)  # 3.5 -> 4.0, 1.0 -> 1.0, 4.0 -> 1.0
+    evaluator.args = SimpleNamespace(recipe=SimpleNamespace(dataset_name="d", dataset_test_split="test"))
+    line, _ = evaluator.section({**before, "examples": []}, {**after, "examples": []}, summary)
+    assert "higher on 1 prompts, lower on 1, the same on the rest" in line

@@ -286,7 +286,7 @@ class HeldOutRewards(evaluation.Evaluator):
         columns = {c: list(self.held[c]) for c in self.held.column_names if c != "prompt"}
         scored = rewards.score(self.functions, self.args.training.reward_weights, prompts, completions, ids, **columns)
         asked = [p[-1]["content"] if isinstance(p, list) else p for p in prompts[:8]]
-        return {**scored, "prompts": len(prompts), "examples": texts[:8], "asked": asked}
+        return {**self.per_prompt(scored), "prompts": len(prompts), "examples": texts[:8], "asked": asked}
 
     def measure_rollouts(self, model, tokenizer) -> dict:
         """Greedy multi-turn rollouts with the run's tools; scored by the run's rewards, the environment's among them."""
@@ -303,14 +303,24 @@ class HeldOutRewards(evaluation.Evaluator):
                                [d["completion"] for d in done], [[] for _ in done],
                                environments=[d["environment"] for d in done], **columns)
         outcomes = [d for d in done if "score" in d]
-        return {**scored, "prompts": len(rows), "tools": tools.counts(outcomes) if outcomes else {},
+        return {**self.per_prompt(scored), "prompts": len(rows), "tools": tools.counts(outcomes) if outcomes else {},
                 "rollouts": [tools.render(d["messages"]) for d in done[:2]],
                 "examples": [tools.render(d["completion"]) for d in done[:8]],
                 "asked": [r["prompt"][-1]["content"] for r in rows[:8]]}
 
+    @staticmethod
+    def per_prompt(scored: dict) -> dict:
+        """The scores with each prompt's total kept, rounded so that equal answers compare equal before and after."""
+        totals = scored.pop("per_completion")
+        return {**scored, "per_prompt": [round(t, 6) for t in totals]}
+
     def summary(self, before, after):
         figures = {"reward_before": before["mean"], "reward_after": after["mean"], "rewards_before": before["rewards"],
                    "rewards_after": after["rewards"], "reward_prompts": after["prompts"]}
+        pairs = list(zip(before.get("per_prompt", []), after.get("per_prompt", [])))
+        if pairs:  # how many held-out prompts' greedy answers scored higher after, and lower (a scale-free count)
+            figures["reward_rose_on"] = sum(a > b for b, a in pairs)
+            figures["reward_fell_on"] = sum(a < b for b, a in pairs)
         for key in ("calls_per_rollout", "malformed_share", "turns_per_rollout"):
             if key in before.get("tools", {}):
                 figures[f"tool_{key}_before"], figures[f"tool_{key}_after"] = before["tools"][key], after["tools"][key]
@@ -323,6 +333,9 @@ class HeldOutRewards(evaluation.Evaluator):
         line = (f"Mean reward of greedy answers to {summary['reward_prompts']} held-out prompts "
                 f"(`{recipe.dataset_name}` [{recipe.dataset_test_split}]): {summary['reward_before']:.3f} before, "
                 f"{summary['reward_after']:.3f} after ({per})")
+        if "reward_rose_on" in summary:
+            line += (f"; higher on {summary['reward_rose_on']} prompts, lower on {summary['reward_fell_on']}, "
+                     "the same on the rest")
         examples = [{"prompt": p, "before": b, "after": a}
                     for p, b, a in zip(after.get("asked", []), before["examples"], after["examples"])]
         lines = ["## Held-out rewards", "", line, "", generation.markdown_table(examples), ""]
