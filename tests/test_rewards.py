@@ -216,9 +216,8 @@ def test_score_totals_each_completion_as_trl_does_and_the_summary_counts_prompts
     assert scored["rewards"] == {"length": 3.0, "says_yes": 1.0}
     assert scored["per_completion"] == pytest.approx([3.5, 1.0, 4.0])  # None counts 0, as trl's nansum counts it
     evaluator = HeldOutRewards.__new__(HeldOutRewards)
-    before = {**HeldOutRewards.per_prompt(scored), "prompts": 3}
-    after = {**HeldOutRewards.per_prompt(rewards.score([length, says_yes], [0.5, 2.0], ["p"] * 3,
-                                                       ["yes!", "no", "ye"], [[]] * 3)), "prompts": 3}
+    before = {**scored, "prompts": 3}
+    after = {**rewards.score([length, says_yes], [0.5, 2.0], ["p"] * 3, ["yes!", "no", "ye"], [[]] * 3), "prompts": 3}
     summary = evaluator.summary(before, after)
     assert (summary["reward_rose_on"], summary["reward_fell_on"]) == (1, 1)  # 3.5 -> 4.0, 1.0 -> 1.0, 4.0 -> 1.0
     evaluator.args = SimpleNamespace(recipe=SimpleNamespace(dataset_name="d", dataset_test_split="test"))

@@ -286,7 +286,7 @@ class HeldOutRewards(evaluation.Evaluator):
         columns = {c: list(self.held[c]) for c in self.held.column_names if c != "prompt"}
         scored = rewards.score(self.functions, self.args.training.reward_weights, prompts, completions, ids, **columns)
         asked = [p[-1]["content"] if isinstance(p, list) else p for p in prompts[:8]]
-        return {**self.per_prompt(scored), "prompts": len(prompts), "examples": texts[:8], "asked": asked}
+        return {**scored, "prompts": len(prompts), "examples": texts[:8], "asked": asked}
 
     def measure_rollouts(self, model, tokenizer) -> dict:
         """Greedy multi-turn rollouts with the run's tools; scored by the run's rewards, the environment's among them."""
@@ -303,24 +303,19 @@ class HeldOutRewards(evaluation.Evaluator):
                                [d["completion"] for d in done], [[] for _ in done],
                                environments=[d["environment"] for d in done], **columns)
         outcomes = [d for d in done if "score" in d]
-        return {**self.per_prompt(scored), "prompts": len(rows), "tools": tools.counts(outcomes) if outcomes else {},
+        return {**scored, "prompts": len(rows), "tools": tools.counts(outcomes) if outcomes else {},
                 "rollouts": [tools.render(d["messages"]) for d in done[:2]],
                 "examples": [tools.render(d["completion"]) for d in done[:8]],
                 "asked": [r["prompt"][-1]["content"] for r in rows[:8]]}
 
-    @staticmethod
-    def per_prompt(scored: dict) -> dict:
-        """The scores with each prompt's total kept, rounded so that equal answers compare equal before and after."""
-        totals = scored.pop("per_completion")
-        return {**scored, "per_prompt": [round(t, 6) for t in totals]}
-
     def summary(self, before, after):
         figures = {"reward_before": before["mean"], "reward_after": after["mean"], "rewards_before": before["rewards"],
                    "rewards_after": after["rewards"], "reward_prompts": after["prompts"]}
-        pairs = list(zip(before.get("per_prompt", []), after.get("per_prompt", [])))
-        if pairs:  # how many held-out prompts' greedy answers scored higher after, and lower (a scale-free count)
-            figures["reward_rose_on"] = sum(a > b for b, a in pairs)
-            figures["reward_fell_on"] = sum(a < b for b, a in pairs)
+        changes = [a - b for b, a in zip(before.get("per_completion", []), after.get("per_completion", []))]
+        if changes:  # on how many held-out prompts the greedy answer scored higher after, and lower (scale-free);
+            # 1e-6: the same answer scored in a differently padded batch
+            figures["reward_rose_on"] = sum(c > 1e-6 for c in changes)
+            figures["reward_fell_on"] = sum(c < -1e-6 for c in changes)
         for key in ("calls_per_rollout", "malformed_share", "turns_per_rollout"):
             if key in before.get("tools", {}):
                 figures[f"tool_{key}_before"], figures[f"tool_{key}_after"] = before["tools"][key], after["tools"][key]
