@@ -385,7 +385,7 @@ def score(functions: list, weights: list[float] | None, prompts: list, completio
     completion's weighted sum (a reward that gave it None counts 0, as trl counts it)."""
     weights = weights or [1.0] * len(functions)
     means, totals = {}, [0.0] * len(completions)
-    for function, weight in zip(functions, weights + [0.0] * (len(functions) - len(weights))):
+    for function, weight in zip(functions, weights):  # one weight per reward: online.check refuses other counts
         given = function(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
         values = [v for v in given if v is not None]
         means[function.__name__] = sum(values) / len(values) if values else float("nan")
